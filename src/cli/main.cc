@@ -1,0 +1,3 @@
+// scalebert command-line entry point (placeholder until the CLI commands land in this session).
+#include <cstdio>
+int main() { std::puts("scalebert"); return 0; }
