@@ -59,6 +59,9 @@ class LinearStep {
 
   void run(dnnl::stream& stream) const;
 
+  // False for a default-constructed step (a head the model does not have).
+  bool defined() const { return static_cast<bool>(primitive_); }
+
   // The oneDNN implementation picked (for benchmarks and debugging), e.g. "brg:avx512_core".
   const char* implementation() const;
 

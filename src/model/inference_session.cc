@@ -1,0 +1,239 @@
+// BERT inference forward pass over packed sequences (post-LN, Hugging Face BertModel semantics):
+//   h = LN(word[id] + pos[p] + type[t])
+//   per layer:  qkv = h Wqkv^T + bqkv                      (one product for Q, K, V)
+//               ctx = softmax(Q K^T / sqrt(HS)) V           (per sequence and head, packed)
+//               h   = LN(h + ctx Wo^T + bo)                 (residual fused as a sum post-op)
+//               f   = act(h W1^T + b1)                      (activation fused)
+//               h   = LN(h + f W2^T + b2)
+//   pooler:     pooled = tanh(h[CLS] Wp^T + bp)
+// Dropout is the identity at inference.
+#include "model/inference_session.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/threads.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/embedding.h"
+#include "kernels/cpu/layernorm.h"
+#include "kernels/cpu/pooling.h"
+
+namespace scalebert {
+
+using kernels::Epilogue;
+using kernels::LinearStep;
+
+InferenceSession::InferenceSession(std::shared_ptr<const InferenceWeights> weights)
+    : weights_(std::move(weights)), stream_(kernels::cpu_engine()) {
+  check(weights_ != nullptr, "inference session needs weights");
+}
+
+int64_t InferenceSession::bucket_rows(int64_t rows) {
+  if (rows <= 16) return rows;
+  const int64_t granularity = static_cast<int64_t>(std::bit_floor(static_cast<uint64_t>(rows))) / 16;
+  return (rows + granularity - 1) / granularity * granularity;
+}
+
+void InferenceSession::reserve(int64_t tokens, int64_t sequences, int64_t max_length) {
+  const BertConfig& config = weights_->model->config;
+  const int64_t M = bucket_rows(std::max(tokens, token_capacity_));
+  const int64_t S = bucket_rows(std::max(sequences, sequence_capacity_));
+  const int64_t L = std::max(max_length, length_capacity_);
+  const int64_t threads = num_threads();
+  const int64_t attention_floats = kernels::attention_scratch_floats(L, config.head_size(), static_cast<int>(threads));
+  if (M <= token_capacity_ && S <= sequence_capacity_ && attention_floats <= attention_scratch_floats_) return;
+
+  const int64_t C = config.hidden_size;
+  const int64_t I = config.intermediate_size;
+  const int64_t head_width = weights_->mlm_decoder ? config.vocab_size
+                             : weights_->classifier ? weights_->classifier->out_features()
+                                                    : 0;
+  const size_t floats_per_token = static_cast<size_t>(C + 3 * C + C + std::max(I, C) + head_width);
+  const size_t floats_per_sequence = static_cast<size_t>(3 * C + head_width);
+  size_t bytes = align_up(M * floats_per_token * sizeof(float)) + align_up(S * floats_per_sequence * sizeof(float)) +
+                 align_up((S + 1) * sizeof(int64_t)) + align_up(attention_floats * sizeof(float)) + 16 * kAlignment;
+  arena_ = Arena(bytes);
+  std::memset(arena_.block().get(), 0, arena_.capacity());  // pad rows stay finite forever
+  auto floats = [&](int64_t count) { return static_cast<float*>(arena_.allocate(count * sizeof(float))); };
+  hidden_ = floats(M * C);
+  qkv_ = floats(M * 3 * C);
+  context_ = floats(M * C);
+  intermediate_ = floats(M * std::max(I, C));
+  token_logits_ = floats(M * head_width);
+  cls_rows_ = floats(S * C);
+  pooled_ = floats(S * C);
+  sequence_logits_ = floats(S * head_width);
+  offsets_ = static_cast<int64_t*>(arena_.allocate((S + 1) * sizeof(int64_t)));
+  attention_scratch_ = floats(attention_floats);
+  attention_scratch_floats_ = attention_floats;
+  token_capacity_ = M;
+  sequence_capacity_ = S;
+  length_capacity_ = L;
+  // Steps are bound to the old buffers: rebuild them lazily.
+  token_steps_.clear();
+  sequence_steps_.clear();
+}
+
+void InferenceSession::bind_scratchpad(LinearStep& step) {
+  if (step.scratchpad_bytes() > scratchpad_bytes_) {
+    // A larger scratchpad: rebind every existing step to the new block.
+    scratchpad_bytes_ = step.scratchpad_bytes();
+    scratchpad_ = allocate_aligned(scratchpad_bytes_);
+    for (auto& [rows, steps] : token_steps_) {
+      for (auto& layer : steps->layers) {
+        for (LinearStep* each : {&layer.qkv, &layer.attention_out, &layer.intermediate, &layer.output}) {
+          each->bind_scratchpad(scratchpad_.get());
+        }
+      }
+      for (LinearStep* each : {&steps->classifier, &steps->mlm_transform, &steps->mlm_decoder}) {
+        if (each->defined()) each->bind_scratchpad(scratchpad_.get());
+      }
+    }
+    for (auto& [rows, steps] : sequence_steps_) {
+      for (LinearStep* each : {&steps->pooler, &steps->classifier}) {
+        if (each->defined()) each->bind_scratchpad(scratchpad_.get());
+      }
+    }
+  }
+  step.bind_scratchpad(scratchpad_.get());
+}
+
+InferenceSession::TokenSteps& InferenceSession::token_steps(int64_t rows) {
+  auto found = token_steps_.find(rows);
+  if (found != token_steps_.end()) return *found->second;
+  const BertConfig& config = weights_->model->config;
+  const int64_t C = config.hidden_size;
+  const int64_t I = config.intermediate_size;
+  auto steps = std::make_unique<TokenSteps>();
+  for (const EncoderLayerWeights& layer : weights_->layers) {
+    steps->layers.push_back(TokenSteps::Layer{
+        LinearStep(layer.qkv, hidden_, C, qkv_, 3 * C, rows, Epilogue::kNone, false),
+        LinearStep(layer.attention_out, context_, C, hidden_, C, rows, Epilogue::kNone, true),
+        LinearStep(layer.intermediate, hidden_, C, intermediate_, I, rows, weights_->activation, false),
+        LinearStep(layer.output, intermediate_, I, hidden_, C, rows, Epilogue::kNone, true),
+    });
+  }
+  const TaskHead head = weights_->model->head;
+  if (head == TaskHead::kTokenClassification || head == TaskHead::kQuestionAnswering) {
+    const int64_t L = weights_->classifier->out_features();
+    steps->classifier = LinearStep(*weights_->classifier, hidden_, C, token_logits_, L, rows, Epilogue::kNone, false);
+  }
+  if (head == TaskHead::kMaskedLM) {
+    steps->mlm_transform =
+        LinearStep(*weights_->mlm_transform, hidden_, C, intermediate_, C, rows, weights_->activation, false);
+    steps->mlm_decoder = LinearStep(*weights_->mlm_decoder, intermediate_, C, token_logits_, config.vocab_size, rows,
+                                    Epilogue::kNone, false);
+  }
+  TokenSteps& result = *token_steps_.emplace(rows, std::move(steps)).first->second;
+  for (auto& layer : result.layers) {
+    for (LinearStep* each : {&layer.qkv, &layer.attention_out, &layer.intermediate, &layer.output}) bind_scratchpad(*each);
+  }
+  for (LinearStep* each : {&result.classifier, &result.mlm_transform, &result.mlm_decoder}) {
+    if (each->defined()) bind_scratchpad(*each);
+  }
+  return result;
+}
+
+InferenceSession::SequenceSteps& InferenceSession::sequence_steps(int64_t rows) {
+  auto found = sequence_steps_.find(rows);
+  if (found != sequence_steps_.end()) return *found->second;
+  const int64_t C = weights_->model->config.hidden_size;
+  auto steps = std::make_unique<SequenceSteps>();
+  if (weights_->pooler) {
+    steps->pooler = LinearStep(*weights_->pooler, cls_rows_, C, pooled_, C, rows, Epilogue::kTanh, false);
+  }
+  if (weights_->model->head == TaskHead::kSequenceClassification) {
+    const int64_t L = weights_->classifier->out_features();
+    steps->classifier = LinearStep(*weights_->classifier, pooled_, C, sequence_logits_, L, rows, Epilogue::kNone, false);
+  }
+  SequenceSteps& result = *sequence_steps_.emplace(rows, std::move(steps)).first->second;
+  for (LinearStep* each : {&result.pooler, &result.classifier}) {
+    if (each->defined()) bind_scratchpad(*each);
+  }
+  return result;
+}
+
+void InferenceSession::prepare(int64_t tokens, int64_t sequences) {
+  reserve(tokens, sequences, 1);
+  token_steps(bucket_rows(tokens));
+  sequence_steps(bucket_rows(sequences));
+}
+
+const InferenceOutputs& InferenceSession::run(const PackedBatch& batch) {
+  const BertConfig& config = weights_->model->config;
+  const int64_t N = batch.tokens();
+  const int64_t S = batch.sequences();
+  check(N > 0 && S > 0, "cannot run an empty batch");
+  check(static_cast<int64_t>(batch.token_type_ids.size()) == N && static_cast<int64_t>(batch.position_ids.size()) == N &&
+            batch.sequence_offsets.front() == 0 && batch.sequence_offsets.back() == N,
+        "inconsistent packed batch: ", N, " ids, ", batch.token_type_ids.size(), " type ids, ",
+        batch.position_ids.size(), " positions, offsets ending at ", batch.sequence_offsets.back());
+  const int64_t longest = batch.max_length();
+  check(longest <= config.max_position_embeddings, "sequence of ", longest,
+        " tokens is longer than the model's max_position_embeddings ", config.max_position_embeddings);
+  reserve(N, S, longest);
+
+  const int64_t C = config.hidden_size;
+  const int64_t HS = config.head_size();
+  const int64_t NH = config.num_attention_heads;
+  const float eps = static_cast<float>(config.layer_norm_eps);
+  const InferenceWeights& w = *weights_;
+  TokenSteps& steps = token_steps(bucket_rows(N));
+  std::memcpy(offsets_, batch.sequence_offsets.data(), (S + 1) * sizeof(int64_t));
+
+  kernels::embedding_forward(hidden_, batch.input_ids.data(), batch.position_ids.data(), batch.token_type_ids.data(),
+                             w.word_embeddings.data<float>(), w.word_embeddings.dim(0),
+                             w.position_embeddings.data<float>(), w.position_embeddings.dim(0),
+                             w.type_embeddings.data<float>(), w.type_embeddings.dim(0),
+                             w.embedding_norm.gamma.data<float>(), w.embedding_norm.beta.data<float>(), N, C, eps);
+  for (size_t index = 0; index < w.layers.size(); ++index) {
+    const EncoderLayerWeights& layer = w.layers[index];
+    TokenSteps::Layer& layer_steps = steps.layers[index];
+    layer_steps.qkv.run(stream_);
+    kernels::attention_forward(context_, qkv_, offsets_, S, NH, HS, attention_scratch_, attention_scratch_floats_);
+    layer_steps.attention_out.run(stream_);  // hidden += context Wo^T + bo
+    kernels::layernorm_forward(hidden_, hidden_, layer.attention_norm.gamma.data<float>(),
+                               layer.attention_norm.beta.data<float>(), N, C, eps);
+    layer_steps.intermediate.run(stream_);
+    layer_steps.output.run(stream_);  // hidden += act(...) W2^T + b2
+    kernels::layernorm_forward(hidden_, hidden_, layer.output_norm.gamma.data<float>(),
+                               layer.output_norm.beta.data<float>(), N, C, eps);
+  }
+  outputs_ = InferenceOutputs{};
+  outputs_.hidden = Tensor::view(hidden_, {N, C}, DType::kF32, arena_.block());
+
+  if (w.pooler || w.model->head == TaskHead::kSequenceClassification) {
+    SequenceSteps& sequence = sequence_steps(bucket_rows(S));
+    kernels::cls_pool(cls_rows_, hidden_, offsets_, S, C);
+    if (w.pooler) {
+      sequence.pooler.run(stream_);
+      outputs_.pooled = Tensor::view(pooled_, {S, C}, DType::kF32, arena_.block());
+    }
+    if (w.model->head == TaskHead::kSequenceClassification) {
+      sequence.classifier.run(stream_);
+      outputs_.logits =
+          Tensor::view(sequence_logits_, {S, w.classifier->out_features()}, DType::kF32, arena_.block());
+    }
+  }
+  switch (w.model->head) {
+    case TaskHead::kTokenClassification:
+    case TaskHead::kQuestionAnswering:
+      steps.classifier.run(stream_);
+      outputs_.logits = Tensor::view(token_logits_, {N, w.classifier->out_features()}, DType::kF32, arena_.block());
+      break;
+    case TaskHead::kMaskedLM:
+      steps.mlm_transform.run(stream_);
+      kernels::layernorm_forward(intermediate_, intermediate_, w.mlm_norm.gamma.data<float>(),
+                                 w.mlm_norm.beta.data<float>(), N, C, eps);
+      steps.mlm_decoder.run(stream_);
+      outputs_.logits = Tensor::view(token_logits_, {N, config.vocab_size}, DType::kF32, arena_.block());
+      break;
+    default: break;
+  }
+  stream_.wait();
+  return outputs_;
+}
+
+}  // namespace scalebert

@@ -1,0 +1,97 @@
+// The execution plan of BERT inference on the CPU.
+//
+// A session owns every activation buffer, sized once for a token and sequence capacity, and for
+// each shape class (number of packed token rows rounded up to a bucket, number of sequences) the
+// oneDNN steps bound to those buffers. After the first batch of a shape class, a forward pass
+// allocates nothing: it runs the prepared steps and the kernels over the same memory.
+// Sessions are single-threaded objects (each uses the OpenMP team inside its kernels); run several
+// sessions over one InferenceWeights for concurrent instances.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "core/arena.h"
+#include "kernels/cpu/matmul.h"
+#include "model/inference_weights.h"
+#include "model/packed_batch.h"
+
+namespace scalebert {
+
+// Views into the session's buffers, valid until the next run(). Rows are packed (N real tokens,
+// S sequences); unpack_rows() turns token rows back into a padded (B, T, W) tensor.
+struct InferenceOutputs {
+  Tensor hidden;  // (N, C) last_hidden_state
+  Tensor pooled;  // (S, C) pooler_output; undefined without a pooler
+  // Head outputs: sequence classification (S, L); token classification (N, L);
+  // question answering (N, 2) with columns [start, end]; masked LM (N, V); undefined for no head.
+  Tensor logits;
+};
+
+class InferenceSession {
+ public:
+  explicit InferenceSession(std::shared_ptr<const InferenceWeights> weights);
+
+  // Sizes the buffers for batches of up to `tokens` packed tokens, `sequences` sequences and
+  // sequences of up to `max_length` tokens (a larger batch later grows them once).
+  void reserve(int64_t tokens, int64_t sequences, int64_t max_length);
+  // Builds the steps of the shape class of (tokens, sequences) ahead of time (server warm-up).
+  void prepare(int64_t tokens, int64_t sequences);
+
+  // Runs the encoder and the model's head. Throws InvalidArgument for an empty batch, a sequence
+  // longer than max_position_embeddings, or a token/type id outside its table.
+  const InferenceOutputs& run(const PackedBatch& batch);
+
+  const InferenceWeights& weights() const { return *weights_; }
+  // Bytes of activation memory planned (arena plus oneDNN scratchpad).
+  size_t planned_bytes() const { return arena_.capacity() + scratchpad_bytes_; }
+
+  // Rows a packed batch of `rows` is computed with: exact up to 16, then rounded up so that at most
+  // 1/16 extra rows are computed while few shape classes exist (about 16 per doubling).
+  static int64_t bucket_rows(int64_t rows);
+
+ private:
+  struct TokenSteps {  // products over the token rows of one bucket
+    struct Layer {
+      kernels::LinearStep qkv, attention_out, intermediate, output;
+    };
+    std::vector<Layer> layers;
+    kernels::LinearStep classifier;     // token classification and QA
+    kernels::LinearStep mlm_transform, mlm_decoder;
+  };
+  struct SequenceSteps {  // products over one row per sequence
+    kernels::LinearStep pooler, classifier;
+  };
+
+  TokenSteps& token_steps(int64_t rows);
+  SequenceSteps& sequence_steps(int64_t rows);
+  void bind_scratchpad(kernels::LinearStep& step);
+
+  std::shared_ptr<const InferenceWeights> weights_;
+  dnnl::stream stream_;
+
+  int64_t token_capacity_ = 0;
+  int64_t sequence_capacity_ = 0;
+  int64_t length_capacity_ = 0;
+  Arena arena_;
+  float* hidden_ = nullptr;         // (M, C)
+  float* qkv_ = nullptr;            // (M, 3C)
+  float* context_ = nullptr;        // (M, C)
+  float* intermediate_ = nullptr;   // (M, I); also the MLM transform output (M, C)
+  float* token_logits_ = nullptr;   // (M, L) or (M, V) for masked LM
+  float* cls_rows_ = nullptr;       // (S, C)
+  float* pooled_ = nullptr;         // (S, C)
+  float* sequence_logits_ = nullptr;  // (S, L)
+  int64_t* offsets_ = nullptr;      // (S + 1)
+  float* attention_scratch_ = nullptr;
+  int64_t attention_scratch_floats_ = 0;
+
+  std::shared_ptr<void> scratchpad_;  // oneDNN scratchpad shared by every step (steps run one at a time)
+  size_t scratchpad_bytes_ = 0;
+  std::map<int64_t, std::unique_ptr<TokenSteps>> token_steps_;
+  std::map<int64_t, std::unique_ptr<SequenceSteps>> sequence_steps_;
+  InferenceOutputs outputs_;
+};
+
+}  // namespace scalebert
