@@ -219,7 +219,11 @@ Tensor WeightStore::load_f32(std::string_view name, const Shape& expected_shape)
   return converted;
 }
 
-void WeightStore::mark_used(std::string_view name) { used_.insert(resolve_or_throw(name)); }
+bool WeightStore::mark_used(std::string_view name) {
+  std::optional<std::string> stored = resolve(name);
+  if (stored) used_.insert(*stored);
+  return stored.has_value();
+}
 
 std::vector<std::string> WeightStore::unused_names() const {
   std::vector<std::string> unused;

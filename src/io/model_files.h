@@ -59,9 +59,10 @@ class WeightStore {
   // mismatch, and FormatError naming the tensor and its dtype for non-float dtypes.
   Tensor load_f32(std::string_view name, const Shape& expected_shape);
 
-  // Records a stored tensor as consumed without reading it (e.g. a tied weight that a loader
-  // deliberately ignores, such as embeddings.position_ids).
-  void mark_used(std::string_view name);
+  // Records a stored tensor as consumed without reading it (e.g. a buffer a loader deliberately
+  // ignores, such as embeddings.position_ids, which older transformers versions saved). Returns
+  // whether the name (after aliasing) is stored; an absent name is not an error.
+  bool mark_used(std::string_view name);
   // Stored names never handed out, sorted: what a loader should warn about.
   std::vector<std::string> unused_names() const;
 
