@@ -18,6 +18,7 @@
 
 namespace scalebert {
 
+// Not thread-safe: lookups record usage. Load from one thread (loading is not a hot path).
 class WeightStore {
  public:
   // `path` is a model directory or a single .safetensors file. In a directory, model.safetensors

@@ -76,6 +76,8 @@ class SafetensorsFile {
   uint64_t data_start() const { return data_start_; }
 
  private:
+  SafetensorsFile() = default;  // only open() makes one: every object has a mapping
+
   std::shared_ptr<MappedFile> file_;
   uint64_t data_start_ = 0;
   std::vector<std::string> names_;
