@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
 #include <cstring>
 
 #include "core/error.h"
@@ -155,6 +156,38 @@ InferenceSession::SequenceSteps& InferenceSession::sequence_steps(int64_t rows) 
   return result;
 }
 
+const char* InferenceSession::phase_name(int phase) {
+  static const char* names[kPhaseCount] = {"embedding", "qkv", "attention", "attention-out", "layer-norm",
+                                           "intermediate", "output", "head"};
+  return phase >= 0 && phase < kPhaseCount ? names[phase] : "?";
+}
+
+void InferenceSession::set_profiling(bool on) {
+  profiling_ = on;
+  for (double& seconds : phase_seconds_) seconds = 0.0;
+}
+
+namespace {
+// Adds the time since the last mark to `phase` when profiling; a no-op branch otherwise.
+class PhaseClock {
+ public:
+  PhaseClock(bool on, double* totals) : on_(on), totals_(totals) {
+    if (on_) last_ = std::chrono::steady_clock::now();
+  }
+  void mark(int phase) {
+    if (!on_) return;
+    auto now = std::chrono::steady_clock::now();
+    totals_[phase] += std::chrono::duration<double>(now - last_).count();
+    last_ = now;
+  }
+
+ private:
+  bool on_;
+  double* totals_;
+  std::chrono::steady_clock::time_point last_;
+};
+}  // namespace
+
 void InferenceSession::prepare(int64_t tokens, int64_t sequences) {
   reserve(tokens, sequences, 1);
   token_steps(bucket_rows(tokens));
@@ -182,24 +215,33 @@ const InferenceOutputs& InferenceSession::run(const PackedBatch& batch) {
   const InferenceWeights& w = *weights_;
   TokenSteps& steps = token_steps(bucket_rows(N));
   std::memcpy(offsets_, batch.sequence_offsets.data(), (S + 1) * sizeof(int64_t));
+  PhaseClock clock(profiling_, phase_seconds_);
 
   kernels::embedding_forward(hidden_, batch.input_ids.data(), batch.position_ids.data(), batch.token_type_ids.data(),
                              w.word_embeddings.data<float>(), w.word_embeddings.dim(0),
                              w.position_embeddings.data<float>(), w.position_embeddings.dim(0),
                              w.type_embeddings.data<float>(), w.type_embeddings.dim(0),
                              w.embedding_norm.gamma.data<float>(), w.embedding_norm.beta.data<float>(), N, C, eps);
+  clock.mark(kEmbedding);
   for (size_t index = 0; index < w.layers.size(); ++index) {
     const EncoderLayerWeights& layer = w.layers[index];
     TokenSteps::Layer& layer_steps = steps.layers[index];
     layer_steps.qkv.run(stream_);
+    clock.mark(kQkv);
     kernels::attention_forward(context_, qkv_, offsets_, S, NH, HS, attention_scratch_, attention_scratch_floats_);
+    clock.mark(kAttention);
     layer_steps.attention_out.run(stream_);  // hidden += context Wo^T + bo
+    clock.mark(kAttentionOut);
     kernels::layernorm_forward(hidden_, hidden_, layer.attention_norm.gamma.data<float>(),
                                layer.attention_norm.beta.data<float>(), N, C, eps);
+    clock.mark(kLayerNorm);
     layer_steps.intermediate.run(stream_);
+    clock.mark(kIntermediate);
     layer_steps.output.run(stream_);  // hidden += act(...) W2^T + b2
+    clock.mark(kOutput);
     kernels::layernorm_forward(hidden_, hidden_, layer.output_norm.gamma.data<float>(),
                                layer.output_norm.beta.data<float>(), N, C, eps);
+    clock.mark(kLayerNorm);
   }
   outputs_ = InferenceOutputs{};
   outputs_.hidden = Tensor::view(hidden_, {N, C}, DType::kF32, arena_.block());
@@ -233,6 +275,7 @@ const InferenceOutputs& InferenceSession::run(const PackedBatch& batch) {
     default: break;
   }
   stream_.wait();
+  clock.mark(kHead);
   return outputs_;
 }
 

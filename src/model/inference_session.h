@@ -47,6 +47,12 @@ class InferenceSession {
   // Bytes of activation memory planned (arena plus oneDNN scratchpad).
   size_t planned_bytes() const { return arena_.capacity() + scratchpad_bytes_; }
 
+  // Per-phase wall time, accumulated over runs while profiling is on (for benchmarks and tuning).
+  enum Phase { kEmbedding, kQkv, kAttention, kAttentionOut, kLayerNorm, kIntermediate, kOutput, kHead, kPhaseCount };
+  static const char* phase_name(int phase);
+  void set_profiling(bool on);
+  const double* phase_seconds() const { return phase_seconds_; }
+
   // Rows a packed batch of `rows` is computed with: exact up to 16, then rounded up so that at most
   // 1/16 extra rows are computed while few shape classes exist (about 16 per doubling).
   static int64_t bucket_rows(int64_t rows);
@@ -92,6 +98,8 @@ class InferenceSession {
   std::map<int64_t, std::unique_ptr<TokenSteps>> token_steps_;
   std::map<int64_t, std::unique_ptr<SequenceSteps>> sequence_steps_;
   InferenceOutputs outputs_;
+  bool profiling_ = false;
+  double phase_seconds_[kPhaseCount] = {};
 };
 
 }  // namespace scalebert
