@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "io/safetensors.h"
@@ -12,6 +13,7 @@
 #include "model/bert_model.h"
 #include "model/inference_session.h"
 #include "model/inference_weights.h"
+#include "text/bert_tokenizer.h"
 #include "testing.h"
 
 using namespace scalebert;
@@ -58,6 +60,41 @@ TEST(MiniLM, EmbeddingsMatchPyTorch) {
   EXPECT_LT(worst, 1e-4f) << "last_hidden_state";
   EXPECT_LT(scalebert::testing::max_abs_diff(outputs.pooled, reference.tensor("pooler_output")), 1e-4f);
 
+  Tensor embedding = Tensor::empty({batch.sequences(), 384}, DType::kF32);
+  kernels::mean_pool(embedding.data<float>(), outputs.hidden.data<float>(), batch.sequence_offsets.data(),
+                     batch.sequences(), 384);
+  kernels::l2_normalize_rows(embedding.data<float>(), batch.sequences(), 384);
+  EXPECT_LT(scalebert::testing::max_abs_diff(embedding, reference.tensor("embedding")), 1e-4f);
+}
+
+// The whole path from raw text: ScaleBERT's tokenizer must give the ids Hugging Face's tokenizer
+// gave, and the embeddings from those ids must match PyTorch's.
+TEST(MiniLM, TextToEmbeddingMatchesPyTorch) {
+  if (!std::filesystem::exists(minilm_fixture() / "texts.json")) {
+    GTEST_SKIP() << "no " << minilm_fixture() / "texts.json" << ": run reference/minilm_reference.py (ctest does)";
+  }
+  std::ifstream texts_file(minilm_fixture() / "texts.json");
+  std::vector<std::string> texts = nlohmann::json::parse(texts_file).get<std::vector<std::string>>();
+  auto tokenizer = text::BertTokenizer::from_model_dir(minilm_model_dir());
+  SafetensorsFile reference = SafetensorsFile::open(minilm_fixture() / "reference.safetensors");
+  Tensor expected_ids = reference.tensor("input_ids");
+  Tensor mask = reference.tensor("attention_mask");
+  const int64_t T = expected_ids.dim(1);
+  ASSERT_EQ(expected_ids.dim(0), static_cast<int64_t>(texts.size()));
+
+  PackedBatch batch;
+  for (size_t row = 0; row < texts.size(); ++row) {
+    text::Encoding encoding = tokenizer->encode(texts[row]);
+    std::vector<int64_t> expected;
+    for (int64_t t = 0; t < T; ++t) {
+      if (mask.data<int64_t>()[row * T + t] == 1) expected.push_back(expected_ids.data<int64_t>()[row * T + t]);
+    }
+    EXPECT_EQ(std::vector<int64_t>(encoding.ids.begin(), encoding.ids.end()), expected) << texts[row];
+    batch.add_sequence(encoding.ids, encoding.type_ids);
+  }
+  auto model = std::make_shared<BertModel>(BertModel::load(minilm_model_dir()));
+  InferenceSession session(InferenceWeights::build(model));
+  const InferenceOutputs& outputs = session.run(batch);
   Tensor embedding = Tensor::empty({batch.sequences(), 384}, DType::kF32);
   kernels::mean_pool(embedding.data<float>(), outputs.hidden.data<float>(), batch.sequence_offsets.data(),
                      batch.sequences(), 384);
