@@ -29,6 +29,7 @@ import shutil
 import sys
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["RUST_BACKTRACE"] = "0"  # the package panics (by design) on some truncation cases
 from tokenizers import BertWordPieceTokenizer  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
