@@ -170,7 +170,7 @@ void attention_head(const HeadProblem& p, float* scratch) {
     }
     float max = scores[0];
     for (int64_t j = 1; j < p.L; ++j) max = std::max(max, scores[j]);
-    float sum = 0.0f;
+    double sum = 0.0;  // serial sum: double keeps long rows as accurate as the vector path
     for (int64_t j = 0; j < p.L; ++j) {
       scores[j] = std::exp(scores[j] - max);
       sum += scores[j];
@@ -178,7 +178,7 @@ void attention_head(const HeadProblem& p, float* scratch) {
     float* o = p.out + i * p.C + p.head * p.HS;  // (HS)
     for (int64_t c = 0; c < p.HS; ++c) o[c] = 0.0f;
     for (int64_t j = 0; j < p.L; ++j) {
-      const float pj = scores[j] / sum;
+      const float pj = static_cast<float>(scores[j] / sum);
       const float* v = values + j * row_stride;
 #pragma omp simd
       for (int64_t c = 0; c < p.HS; ++c) o[c] += pj * v[c];

@@ -26,12 +26,12 @@ void softmax_rows(float* x, int64_t rows, int64_t cols, const float* mask) {
 #else
       float max = y[0];
       for (int64_t c = 1; c < cols; ++c) max = y[c] > max ? y[c] : max;
-      float sum = 0.0f;
+      double sum = 0.0;  // a serial float sum over thousands of columns drifts by ~1e-6
       for (int64_t c = 0; c < cols; ++c) {
         y[c] = std::exp(y[c] - max);
         sum += y[c];
       }
-      const float inverse = 1.0f / sum;
+      const float inverse = static_cast<float>(1.0 / sum);
 #pragma omp simd
       for (int64_t c = 0; c < cols; ++c) y[c] *= inverse;
 #endif
