@@ -55,6 +55,32 @@ def read_hard_cases():
     return cases
 
 
+# Seeded random strings over the code point ranges where normalization is subtle: combining marks
+# (canonical reordering, including spacing marks with a nonzero class), Hangul, CJK, case mappings
+# that change length, controls, exotic spaces, punctuation, special-token fragments.
+FUZZ_POOLS = [
+    [chr(c) for c in range(0x20, 0x7F)],
+    [chr(c) for c in range(0xA0, 0x250)],
+    [chr(c) for c in range(0x300, 0x370)] + [chr(c) for c in range(0x1D165, 0x1D173)] + ["\u0f39", "\u0f71", "\u0f72"],
+    [chr(c) for c in range(0x370, 0x530)] + ["\u0130", "\u0131", "\u1e9e", "\u2126", "\u212a"],
+    [chr(c) for c in range(0xAC00, 0xAC00 + 400)] + [chr(c) for c in range(0x1100, 0x1200)],
+    [chr(c) for c in range(0x4E00, 0x4E80)] + [chr(c) for c in range(0xF900, 0xF930)] + ["\U00020000", "\U0002B820"],
+    [chr(c) for c in range(0x0, 0x20)] + ["\x7f", "\x85", "\xa0", "\u200b", "\u200d", "\u2028", "\u3000", "\ufeff", "\ufffd", "\ue000"],
+    [chr(c) for c in range(0x2000, 0x2070)] + [chr(c) for c in range(0x3000, 0x3040)] + [chr(c) for c in range(0xFF00, 0xFF70)],
+    [chr(c) for c in range(0x1F300, 0x1F400)] + [chr(c) for c in range(0x1F900, 0x1FA00)],
+    ["[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]", "[", "]", "CLS", "##", " ", "  "],
+]
+
+
+def fuzz_texts(count, seed):
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        pools = rng.sample(FUZZ_POOLS, rng.randint(1, 4))
+        texts.append("".join(rng.choice(rng.choice(pools)) for _ in range(rng.randint(1, 40))))
+    return texts
+
+
 def read_shared(shared):
     tweets, questions, paragraphs = [], [], []
     folder = os.path.join(shared, "data", "twitter_financial_news_sentiment")
@@ -97,7 +123,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     shutil.copyfile(vocab, os.path.join(args.out, "vocab.txt"))
 
-    singles = [("hard", t) for t in hard]
+    singles = [("hard", t) for t in hard] + [("fuzz", t) for t in fuzz_texts(1500, 7)]
     pairs = [("hard", a, b) for a, b in zip(hard, hard[1:] + hard[:1])]
     qa_cases = [("hard", hard[i], " ".join(hard)) for i in range(0, len(hard), 7)]
     if shared:
@@ -132,7 +158,7 @@ def main():
             resolved_strip = lowercase if strip is None else strip
             base = {"lowercase": lowercase, "strip_accents": resolved_strip}
             # The third configuration only differs on non-ASCII text: hard cases are enough.
-            config_singles = singles if strip is None else [s for s in singles if s[0] == "hard"]
+            config_singles = singles if strip is None else [s for s in singles if s[0] in ("hard", "fuzz")]
             config_pairs = pairs if strip is None else [p for p in pairs if p[0] == "hard"]
             for source, text in config_singles:
                 emit({"kind": "single", **base, "source": source, "text": text,

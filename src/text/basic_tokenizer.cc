@@ -5,10 +5,10 @@
 // Mn (strip_accents), lowercase (Rust char::to_lowercase, which can lengthen: U+0130 -> "i\u0307"),
 // then split on whitespace and isolate punctuation of the NORMALIZED text. Each step is per code
 // point except NFD's canonical reordering, which stable-sorts runs of non-starters (ccc > 0) by
-// ccc; that is emulated on the tail of the current word when a retained non-starter arrives.
+// ccc; runs are buffered until the next starter and sorted then (strip_accents only).
 // Offsets follow the package's alignment rules: every code point produced from an original code
 // point (decomposition, lowercase expansion) maps to that original's byte span; reordered code
-// points keep the spans of the positions they move into.
+// points take spans by position, as the package's NormalizedString::transform assigns them.
 #include "text/basic_tokenizer.h"
 
 #include <algorithm>
@@ -29,34 +29,43 @@ class BasicTokenizer::Builder {
 
   uint32_t char_count() const { return static_cast<uint32_t>(out_.char_source.size()); }
 
-  // One ASCII byte that survives normalization as a word character.
+  // One ASCII byte that survives normalization as a word character (a starter: it ends any
+  // pending run of combining marks first).
   void append_ascii(char mapped, uint32_t pos) {
+    if (!pending_.empty()) flush_run();
+    last_consumed_ = {pos, pos + 1};
     out_.text.push_back(mapped);
-    out_.char_source.push_back({pos, pos + 1});
+    out_.char_source.push_back(last_consumed_);
     out_.char_byte.push_back(static_cast<uint32_t>(out_.text.size()));
-    run_start_ = char_count();
   }
 
-  void finish_word() {
-    const uint32_t end = char_count();
-    if (end > word_first_char_) {
-      out_.words.push_back({word_first_char_, end, -1,
-                            {out_.char_source[word_first_char_].begin, out_.char_source[end - 1].end}});
-    }
-    word_first_char_ = end;
-    run_start_ = end;
+  // An ASCII punctuation byte: its own word.
+  void isolate_ascii(char mapped, uint32_t pos) {
+    boundary();
+    append_ascii(mapped, pos);
+    finish_word();
+  }
+
+  // Whitespace, a special token or the end of a segment: closes the run and the word.
+  void boundary() {
+    if (!pending_.empty()) flush_run();
+    finish_word();
   }
 
   void special(int32_t id, Span source) {
-    finish_word();
-    out_.words.push_back({word_first_char_, word_first_char_, id, source});
+    boundary();
+    out_.words.push_back({char_count(), char_count(), id, source});
+    last_consumed_ = {source.end, source.end};
   }
 
   // A non-ASCII original code point that clean_text kept and that is not whitespace.
   void code_point(char32_t code, uint16_t code_flags, Span source) {
     const bool chinese = options_.tokenize_chinese_chars && (code_flags & uc::kChinese);
-    if (chinese) finish_word();
-    if (options_.strip_accents && (code_flags & uc::kDecomp)) {
+    if (chinese) boundary();
+    if (!options_.strip_accents) {
+      // No NFD: nothing reorders, every output code point maps to this one.
+      emit(code, source);
+    } else if (code_flags & uc::kDecomp) {
       char32_t hangul[3];
       std::span<const char32_t> parts;
       if (uc::is_hangul_syllable(code)) {
@@ -64,22 +73,49 @@ class BasicTokenizer::Builder {
       } else {
         parts = uc::decomposition(code);
       }
-      for (char32_t part : parts) stripped(part, source);
+      for (size_t i = 0; i < parts.size(); ++i) decomposed(parts[i], i > 0, source);
     } else {
-      stripped(code, source);
+      decomposed(code, false, source);
     }
-    if (chinese) finish_word();
+    if (chinese) boundary();
   }
 
  private:
-  // After NFD: drop nonspacing marks when stripping accents, then lowercase.
-  void stripped(char32_t code, Span source) {
-    const uint16_t code_flags = uc::flags(code);
-    if (options_.strip_accents && (code_flags & uc::kMn)) {
-      // A dropped starter still ends the reordering run it would have ended inside NFD.
-      if (!(code_flags & uc::kCcc)) run_start_ = char_count();
+  // One code point of the NFD stream. `inserted`: not the first code point of its original's
+  // decomposition (the package marks those as insertions, aligned to the previous original).
+  void decomposed(char32_t code, bool inserted, Span source) {
+    const uint8_t ccc = uc::combining_class(code);
+    if (ccc == 0) {
+      if (!pending_.empty()) flush_run();
+      if (!inserted) last_consumed_ = source;
+      emit(code, last_consumed_);
       return;
     }
+    pending_.push_back({code, ccc, inserted});
+    if (!inserted) pending_sources_.push_back(source);
+  }
+
+  // NFD's canonical reordering of the run of non-starters since the last starter: a stable sort
+  // by combining class. The package then aligns by POSITION (its transform walks the old string
+  // in step with the new one): the k-th non-inserted code point of the sorted run takes the span
+  // of the k-th original of the run; an inserted one takes the span of the last original
+  // consumed before it.
+  void flush_run() {
+    std::stable_sort(pending_.begin(), pending_.end(),
+                     [](const Pending& left, const Pending& right) { return left.ccc < right.ccc; });
+    size_t next_source = 0;
+    for (const Pending& mark : pending_) {
+      if (!mark.inserted) last_consumed_ = pending_sources_[next_source++];
+      emit(mark.code, last_consumed_);
+    }
+    pending_.clear();
+    pending_sources_.clear();
+  }
+
+  // After NFD: drop nonspacing marks when stripping accents, then lowercase.
+  void emit(char32_t code, Span source) {
+    const uint16_t code_flags = uc::flags(code);
+    if (options_.strip_accents && (code_flags & uc::kMn)) return;
     if (options_.lowercase && (code_flags & uc::kLower)) {
       for (char32_t lower : uc::lowercase(code)) normalized(lower, source);
     } else {
@@ -101,11 +137,6 @@ class BasicTokenizer::Builder {
       return;
     }
     append(code, source);
-    if (options_.strip_accents && (code_flags & uc::kCcc)) {
-      reorder_run();
-    } else {
-      run_start_ = char_count();
-    }
   }
 
   void append(char32_t code, Span source) {
@@ -114,33 +145,27 @@ class BasicTokenizer::Builder {
     out_.char_byte.push_back(static_cast<uint32_t>(out_.text.size()));
   }
 
-  // Canonical reordering of the non-starter run [run_start_, char_count()): a stable sort by
-  // combining class, done only when the newest char is out of order (rare: musical symbols and
-  // marks the package's tables do not count as Mn).
-  void reorder_run() {
+  void finish_word() {
     const uint32_t end = char_count();
-    if (end - run_start_ < 2) return;
-    const uint32_t byte_begin = out_.char_byte[run_start_];
-    std::string_view tail = std::string_view(out_.text).substr(byte_begin);
-    std::vector<std::pair<uint8_t, char32_t>> run;
-    for (size_t pos = 0; pos < tail.size();) {
-      const char32_t code = decode_utf8(tail, pos);
-      run.emplace_back(uc::combining_class(code), code);
+    if (end > word_first_char_) {
+      out_.words.push_back({word_first_char_, end, -1,
+                            {out_.char_source[word_first_char_].begin, out_.char_source[end - 1].end}});
     }
-    if (run[run.size() - 2].first <= run.back().first) return;
-    std::stable_sort(run.begin(), run.end(),
-                     [](const auto& left, const auto& right) { return left.first < right.first; });
-    out_.text.resize(byte_begin);
-    for (uint32_t i = 0; i < run.size(); ++i) {
-      append_utf8(run[i].second, out_.text);
-      out_.char_byte[run_start_ + i + 1] = static_cast<uint32_t>(out_.text.size());
-    }
+    word_first_char_ = end;
   }
+
+  struct Pending {
+    char32_t code;
+    uint8_t ccc;
+    bool inserted;
+  };
 
   const BasicTokenizerOptions& options_;
   NormalizedWords& out_;
   uint32_t word_first_char_ = 0;
-  uint32_t run_start_ = 0;  // first char of the current run of non-starters
+  Span last_consumed_;                 // span of the last original code point NFD consumed
+  std::vector<Pending> pending_;       // non-starters since the last starter (strip_accents only)
+  std::vector<Span> pending_sources_;  // spans of the originals whose decomposition starts in the run
 };
 
 BasicTokenizer::BasicTokenizer(BasicTokenizerOptions options, std::vector<SpecialToken> special_tokens)
@@ -199,12 +224,10 @@ void BasicTokenizer::split(std::string_view text, NormalizedWords& out) const {
           builder.append_ascii(ascii_mapped_[byte], static_cast<uint32_t>(pos));
           break;
         case kBoundary:
-          builder.finish_word();
+          builder.boundary();
           break;
         case kIsolate:
-          builder.finish_word();
-          builder.append_ascii(ascii_mapped_[byte], static_cast<uint32_t>(pos));
-          builder.finish_word();
+          builder.isolate_ascii(ascii_mapped_[byte], static_cast<uint32_t>(pos));
           break;
         case kDrop:
           break;
@@ -217,12 +240,12 @@ void BasicTokenizer::split(std::string_view text, NormalizedWords& out) const {
     const uint16_t code_flags = uc::flags(code);
     if (code_flags & uc::kRemove) continue;
     if (code_flags & (uc::kSpace | uc::kWhite)) {
-      builder.finish_word();
+      builder.boundary();
       continue;
     }
     builder.code_point(code, code_flags, {static_cast<uint32_t>(start), static_cast<uint32_t>(pos)});
   }
-  builder.finish_word();
+  builder.boundary();
 }
 
 }  // namespace scalebert::text
