@@ -1,3 +1,75 @@
-// scalebert command-line entry point (placeholder until the CLI commands land in this session).
+// scalebert command-line entry point: dispatches to a command and turns every error into a message
+// and an exit code (1 for failures, 2 for usage errors); nothing escapes as a crash.
 #include <cstdio>
-int main() { std::puts("scalebert"); return 0; }
+#include <cstring>
+#include <exception>
+#include <span>
+#include <string>
+
+#include "cli/common.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(std::span<char* const>);
+  const char* summary;
+};
+
+constexpr Command kCommands[] = {
+    {"info", scalebert::cli::run_info, "summarize a model folder: config, head, labels, parameters, weights"},
+    {"tokenize", scalebert::cli::run_tokenize, "text lines in, JSONL token ids, tokens and offsets out"},
+    {"embed", scalebert::cli::run_embed, "sentence embeddings (cls or mean pooling) as JSONL"},
+    {"classify", scalebert::cli::run_classify, "sequence classification with label probabilities as JSONL"},
+    {"search", scalebert::cli::run_search, "semantic search: top-k corpus texts for each query"},
+};
+
+void print_usage(std::FILE* out) {
+  std::fputs("usage: scalebert <command> [options]   (scalebert <command> --help for its options)\n\ncommands:\n",
+             out);
+  for (const Command& command : kCommands) std::fprintf(out, "  %-10s %s\n", command.name, command.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    print_usage(stderr);
+    return 2;
+  }
+  const std::string name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") {
+    print_usage(stdout);
+    return 0;
+  }
+  if (name == "--version") {
+    std::puts("scalebert 0.1.0");
+    return 0;
+  }
+  const Command* command = nullptr;
+  for (const Command& candidate : kCommands) {
+    if (name == candidate.name) command = &candidate;
+  }
+  if (command == nullptr) {
+    std::fprintf(stderr, "scalebert: error: unknown command '%s'\n", name.c_str());
+    print_usage(stderr);
+    return 2;
+  }
+  try {
+    return command->run(std::span<char* const>(argv + 2, static_cast<size_t>(argc - 2)));
+  } catch (const scalebert::cli::UsageError& error) {
+    std::fprintf(stderr, "scalebert: error: %s\n", error.what());
+    return 2;
+  } catch (const scalebert::Error& error) {
+    std::fprintf(stderr, "scalebert: error: %s\n", error.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "scalebert: error: out of memory (try a smaller --batch-size)\n");
+    return 1;
+  } catch (const std::exception& error) {
+    // Not a ScaleBERT error: a defect or a library's exception that was not translated. Still a
+    // message and an exit code, never an abort.
+    std::fprintf(stderr, "scalebert: error: unexpected failure: %s\n", error.what());
+    return 1;
+  }
+}
