@@ -248,6 +248,45 @@ TEST(BasicTokenizer, InvalidUtf8NamesTheBytePosition) {
   }
 }
 
+TEST(BasicTokenizer, RandomBytesEitherEncodeOrRaiseFormatError) {
+  // Seeded random byte strings biased to UTF-8 lead/continuation bytes: the tokenizer accepts
+  // exactly what validate_utf8 accepts, never crashes, and offsets stay inside the text.
+  auto tokenizer = make_tokenizer();
+  uint64_t state = 12345;
+  auto next = [&state] {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<uint32_t>(state >> 33);
+  };
+  const unsigned char interesting[] = {'a', ' ', '[', 'C', ']', 0xC3, 0xA9, 0xE4, 0xB8, 0xAD, 0xF0, 0x9F,
+                                       0x98, 0x80, 0xCC, 0x81, 0xED, 0xA0, 0xFF, 0xC0, 0x00, 0x01};
+  size_t accepted = 0, rejected = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    std::string text;
+    const uint32_t length = next() % 24;
+    for (uint32_t i = 0; i < length; ++i) {
+      text.push_back(static_cast<char>(next() % 3 ? interesting[next() % sizeof(interesting)] : next() % 256));
+    }
+    bool valid = true;
+    try {
+      validate_utf8(text);
+    } catch (const FormatError&) {
+      valid = false;
+    }
+    try {
+      const Encoding encoding = tokenizer->encode(text);
+      EXPECT_TRUE(valid) << "accepted invalid UTF-8 in trial " << trial;
+      for (const Span& span : encoding.offsets) EXPECT_LE(span.end, text.size());
+      ++accepted;
+    } catch (const FormatError& error) {
+      EXPECT_FALSE(valid) << "rejected valid UTF-8 in trial " << trial << ": " << error.what();
+      EXPECT_NE(std::string(error.what()).find("at byte"), std::string::npos);
+      ++rejected;
+    }
+  }
+  EXPECT_GT(accepted, 100u);
+  EXPECT_GT(rejected, 100u);
+}
+
 TEST(UnicodeTables, SpotChecks) {
   using namespace unicode;
   EXPECT_TRUE(flags('!') & kPunct);
