@@ -20,7 +20,10 @@ void parallel_chunks(int64_t n, int64_t grain, Body&& body) {
     body(int64_t{0}, n);
     return;
   }
-#pragma omp parallel for schedule(static)
+  // Dynamic: a thread that the OS deschedules (other engines, oneDNN, other processes share the
+  // cores) leaves its chunks to the others instead of stalling the region; chunks are large enough
+  // that the shared counter costs nothing measurable.
+#pragma omp parallel for schedule(dynamic, 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const int64_t begin = chunk * grain;
     body(begin, std::min(n, begin + grain));
