@@ -5,10 +5,12 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <unordered_map>
 
 #include "core/error.h"
@@ -463,24 +465,59 @@ struct Checkpoint::State {
     faults.push_back(std::move(fault));
   }
 
-  // Caller holds the mutex.
-  const SafetensorsFile& open_shard(size_t shard) {
-    if (shard_files[shard]) return *shard_files[shard];
+  // The first good replica of `shard`, appending the bad ones to `failed`; null when none is
+  // good. Touches no shared state, so shards can be checked in parallel.
+  std::shared_ptr<SafetensorsFile> find_good_replica(size_t shard, std::vector<ReplicaFault>& failed) const {
     const ManifestObject& object = manifest.shards[shard];
-    std::vector<ReplicaFault> failed;
     for (size_t root : object.replicas) {
       fs::path path = root < roots.size() ? replica_path(root, object) : fs::path();
       try {
         check<IoError>(root < roots.size(), "root ", root, " is not among the ", roots.size(), " roots given");
-        shard_files[shard] = check_replica(path, object, &shard_tensors[shard], verify != VerifyMode::kNone);
-        return *shard_files[shard];
+        return check_replica(path, object, &shard_tensors[shard], verify != VerifyMode::kNone);
       } catch (const Error& error) {
         failed.push_back(ReplicaFault{manifest.version, object.file, root, path, error.what()});
-        record(failed.back());
       }
     }
-    throw IoError(str_cat("no good replica of ", object.file, " of version ", manifest.version, ":",
-                          join_faults(failed)));
+    return nullptr;
+  }
+
+  // Records the outcome of find_good_replica; throws IoError naming every replica when none was
+  // good. Caller holds the mutex.
+  const SafetensorsFile& settle(size_t shard, std::shared_ptr<SafetensorsFile> file, std::vector<ReplicaFault>& failed) {
+    for (ReplicaFault& fault : failed) record(fault);
+    if (!file) {
+      throw IoError(str_cat("no good replica of ", manifest.shards[shard].file, " of version ", manifest.version, ":",
+                            join_faults(failed)));
+    }
+    shard_files[shard] = std::move(file);
+    return *shard_files[shard];
+  }
+
+  // Caller holds the mutex.
+  const SafetensorsFile& open_shard(size_t shard) {
+    if (shard_files[shard]) return *shard_files[shard];
+    std::vector<ReplicaFault> failed;
+    std::shared_ptr<SafetensorsFile> file = find_good_replica(shard, failed);
+    return settle(shard, std::move(file), failed);
+  }
+
+  // Checks every shard, on up to hardware_concurrency threads (checksumming is the cost of an
+  // eager load and shards are independent), then records results in shard order.
+  void open_all_shards() {
+    const size_t count = manifest.shards.size();
+    std::vector<std::shared_ptr<SafetensorsFile>> files(count);
+    std::vector<std::vector<ReplicaFault>> failed(count);
+    std::atomic<size_t> next{0};
+    auto worker = [&] {
+      for (size_t shard = next++; shard < count; shard = next++) files[shard] = find_good_replica(shard, failed[shard]);
+    };
+    size_t threads = std::min<size_t>(count, std::max(1u, std::thread::hardware_concurrency()));
+    std::vector<std::thread> pool;
+    for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
+    worker();
+    for (std::thread& thread : pool) thread.join();
+    std::lock_guard<std::mutex> lock(mutex);
+    for (size_t shard = 0; shard < count; ++shard) settle(shard, std::move(files[shard]), failed[shard]);
   }
 };
 
@@ -501,10 +538,7 @@ Checkpoint CheckpointStore::load(const LoadOptions& options) const {
   for (size_t i = 0; i < state->manifest.tensors.size(); ++i) state->tensor_index[state->manifest.tensors[i].name] = i;
   state->shard_tensors = tensors_by_shard(state->manifest);
   state->shard_files.resize(state->manifest.shards.size());
-  if (options.verify != VerifyMode::kLazy) {
-    std::lock_guard<std::mutex> lock(state->mutex);
-    for (size_t shard = 0; shard < state->manifest.shards.size(); ++shard) state->open_shard(shard);
-  }
+  if (options.verify != VerifyMode::kLazy) state->open_all_shards();
   return Checkpoint(std::move(state));
 }
 
