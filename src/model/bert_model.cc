@@ -51,9 +51,14 @@ void register_bert_parameters(ParameterTable& table, const BertConfig& config, T
   table.add("embeddings.token_type_embeddings.weight", {config.type_vocab_size, C}, true);
   add_layernorm("embeddings.LayerNorm");
   for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
-    add_linear(layer_parameter(layer, "attention.self.query"), C, C);
-    add_linear(layer_parameter(layer, "attention.self.key"), C, C);
-    add_linear(layer_parameter(layer, "attention.self.value"), C, C);
+    // Query, key and value weights back to back, then their biases: with C a multiple of 16 they
+    // form one contiguous (3C, C) weight and (3C) bias, which training multiplies in one product.
+    for (const char* part : {"query", "key", "value"}) {
+      table.add(layer_parameter(layer, str_cat("attention.self.", part, ".weight")), {C, C}, true);
+    }
+    for (const char* part : {"query", "key", "value"}) {
+      table.add(layer_parameter(layer, str_cat("attention.self.", part, ".bias")), {C}, false);
+    }
     add_linear(layer_parameter(layer, "attention.output.dense"), C, C);
     add_layernorm(layer_parameter(layer, "attention.output.LayerNorm"));
     add_linear(layer_parameter(layer, "intermediate.dense"), I, C);

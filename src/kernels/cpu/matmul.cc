@@ -53,25 +53,28 @@ PackedLinear::PackedLinear(const Tensor& weight, const Tensor& bias) {
   has_bias_ = bias.defined();
   if (has_bias_) bias.expect({out_features_}, DType::kF32, "linear bias");
 
-  // Ask a probe primitive for its preferred weight layout, then reorder (N, K) row-major — which
-  // is (K, N) with strides (1, K) — into it.
+  // Ask a probe primitive for its preferred weight layout, then reorder into it.
   memory::desc bias_desc(Dims{1, out_features_}, memory::data_type::f32, memory::format_tag::ab);
   dnnl::matmul::desc probe(rows_desc(kLayoutProbeRows, in_features_, in_features_),
                            weights_any_desc(in_features_, out_features_), bias_desc,
                            rows_desc(kLayoutProbeRows, out_features_, out_features_));
   dnnl::matmul::primitive_desc probe_desc(probe, cpu_engine());
+  weights_ = memory(probe_desc.weights_desc(), cpu_engine());
+  bias_ = memory(bias_desc, cpu_engine());
+  repack(weight, bias);
+}
 
+void PackedLinear::repack(const Tensor& weight, const Tensor& bias) {
+  weight.expect({out_features_, in_features_}, DType::kF32, "repacked linear weight");
+  // (N, K) row-major is (K, N) with strides (1, K) in oneDNN's (K, N) weight convention.
   const dnnl::engine& engine = cpu_engine();
-  memory source(memory::desc(Dims{in_features_, out_features_}, memory::data_type::f32,
-                             Dims{1, in_features_}),
+  memory source(memory::desc(Dims{in_features_, out_features_}, memory::data_type::f32, Dims{1, in_features_}),
                 engine, const_cast<void*>(weight.raw()));
-  weights_ = memory(probe_desc.weights_desc(), engine);
   dnnl::stream stream(engine);
   dnnl::reorder(source, weights_).execute(stream, source, weights_);
   stream.wait();
-
-  bias_ = memory(bias_desc, engine);
   if (has_bias_) {
+    bias.expect({out_features_}, DType::kF32, "repacked linear bias");
     std::memcpy(bias_.get_data_handle(), bias.raw(), bias.nbytes());
   }
 }

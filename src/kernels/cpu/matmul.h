@@ -36,6 +36,10 @@ class PackedLinear {
   const dnnl::memory& weights() const { return weights_; }
   const dnnl::memory& bias() const { return bias_; }
 
+  // Reorders new values of the same shapes into the existing packed memory (after an optimizer
+  // step); every LinearStep bound to this layer sees them without being rebuilt.
+  void repack(const Tensor& weight, const Tensor& bias);
+
  private:
   int64_t out_features_ = 0;
   int64_t in_features_ = 0;
