@@ -4,6 +4,7 @@
 // (skipped with a reason when ../shared is absent).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -547,6 +548,47 @@ TEST_F(TrainData, WordPieceTrainerBuildsAVocabularyWithoutUnknowns) {
   EXPECT_EQ(built->encode("zzz").ids[1], built->unk_id());
   WordPieceTrainer empty(options);
   EXPECT_THROW(empty.train(), InvalidArgument);
+}
+
+TEST_F(TrainData, WordPieceTrainerMatchesTokenizersPackage) {
+  // Ground truth: the `tokenizers` package's BertWordPieceTokenizer.train on the same corpus.
+  const fs::path shared = scalebert::testing::shared_dir();
+  const fs::path python = scalebert::testing::source_dir() / ".venv" / "bin" / "python";
+  if (shared.empty() || !fs::exists(shared / "data" / "earnings_calls_rev")) GTEST_SKIP() << "no ../shared/data";
+  if (!fs::exists(python)) GTEST_SKIP() << "no project venv at " << python << " (scripts/setup.sh makes it)";
+  convert_earnings({shared / "data" / "earnings_calls_rev" / "earnings21"}, dir_.path() / "raw", 1, 0.0);
+  const fs::path corpus = dir_.path() / "raw" / "train.txt";
+  WordPieceTrainerOptions options;
+  options.vocab_size = 4000;
+  options.limit_alphabet = 1000;
+  WordPieceTrainer trainer(options);
+  trainer.add_file(corpus);
+  const std::vector<std::string> ours = trainer.train();
+  const fs::path theirs_path = dir_.path() / "tokenizers_vocab.txt";
+  const std::string command = python.string() +
+                              " -c \"import sys; from tokenizers import BertWordPieceTokenizer as T; t = T(lowercase=True); "
+                              "t.train([sys.argv[1]], vocab_size=4000, min_frequency=2, limit_alphabet=1000, "
+                              "show_progress=False); v = t.get_vocab(); "
+                              "open(sys.argv[2], 'w', encoding='utf-8').write(''.join(k + chr(10) for k in sorted(v, key=v.get)))\" '" +
+                              corpus.string() + "' '" + theirs_path.string() + "'";
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  std::vector<std::string> theirs;
+  const std::string text = read_file(theirs_path);
+  for (size_t pos = 0; pos < text.size();) {
+    const size_t end = text.find('\n', pos);
+    theirs.push_back(text.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  ASSERT_EQ(theirs.size(), ours.size());
+  EXPECT_EQ(std::vector<std::string>(theirs.begin(), theirs.begin() + 5),
+            std::vector<std::string>(ours.begin(), ours.begin() + 5));
+  const std::set<std::string> their_set(theirs.begin(), theirs.end());
+  int64_t common = 0;
+  for (const std::string& token : ours) common += their_set.count(token);
+  // Same algorithm; only ties between equally frequent pairs at the cutoff may go another way
+  // (the package orders them by hash-map ids). Measured: all 4000 shared on this corpus; 7999 of
+  // 8000 on all 169 calls; 2976 of 3000 on the tweets, whose many rare pairs tie at the cutoff.
+  EXPECT_GE(common, 3990) << "tokens shared with the tokenizers package";
 }
 
 // ---------------------------------------------------------------- converters

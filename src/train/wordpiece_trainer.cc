@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <map>
 #include <queue>
+#include <set>
 
 #include "core/error.h"
 #include "io/file_util.h"
@@ -79,7 +80,18 @@ std::vector<std::string> WordPieceTrainer::train() {
     text::append_utf8(code, piece);
     char_ids[code].first = add_token(piece);
   }
-  for (const auto& [code, count] : alphabet) {
+  // "##c" only for characters that occur inside a word (punctuation, always a word of its own,
+  // gets none), as the package adds them while splitting words.
+  std::set<char32_t> continuations;
+  for (const auto& [word, count] : words) {
+    size_t pos = 0;
+    text::decode_utf8(word, pos);
+    while (pos < word.size()) {
+      const char32_t code = text::decode_utf8(word, pos);
+      if (char_ids.count(code)) continuations.insert(code);
+    }
+  }
+  for (const char32_t code : continuations) {
     std::string piece;
     text::append_utf8(code, piece);
     char_ids[code].second = add_token(options_.continuing_prefix + piece);
@@ -90,12 +102,11 @@ std::vector<std::string> WordPieceTrainer::train() {
   std::vector<std::vector<int32_t>> symbols(words.size());
   for (size_t w = 0; w < words.size(); ++w) {
     size_t pos = 0;
-    bool first = true;
     while (pos < words[w].first.size()) {
+      const bool first = pos == 0;  // by position in the word, as the package decides the "##" form
       const auto it = char_ids.find(text::decode_utf8(words[w].first, pos));
       if (it == char_ids.end()) continue;
       symbols[w].push_back(first ? it->second.first : it->second.second);
-      first = false;
     }
   }
 

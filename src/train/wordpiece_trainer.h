@@ -45,7 +45,7 @@ class WordPieceTrainer {
   void add_file(const std::filesystem::path& path);
 
   // Runs the merges and returns the vocabulary in id order: special tokens, then the alphabet
-  // (word-initial characters by code point, then "##" characters by code point), then merged
+  // (characters by code point, then "##" forms, by code point, of those that occur inside a word), then merged
   // tokens in merge order. Ties between equally frequent pairs go to the pair whose symbols were
   // created first (smaller ids), so the result is deterministic. InvalidArgument when nothing was
   // counted or vocab_size cannot hold the special tokens.
