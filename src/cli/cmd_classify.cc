@@ -50,6 +50,7 @@ int run_classify(std::span<char* const> arguments) {
       .flag("csv", "read the input as CSV whatever its name")
       .common_options();
   if (!args.parse(arguments)) return 0;
+  const pipeline::PipelineOptions options = pipeline_options(args);  // flags checked before any file is read
   pipeline::InputOptions input_options;
   if (args.flag_set("csv")) input_options.csv = true;
   input_options.text_column = args.get("text-column");
@@ -58,7 +59,7 @@ int run_classify(std::span<char* const> arguments) {
   input_options.tab_pairs = args.flag_set("pair");
   const pipeline::InputSet inputs = pipeline::read_inputs(args.get("input"), input_options);
 
-  auto pipeline = load_pipeline(args);
+  auto pipeline = pipeline::TextPipeline::load(args.get("model"), options);
   check(pipeline->model().head == TaskHead::kSequenceClassification, "classify needs a model with a ",
         task_head_name(TaskHead::kSequenceClassification), " head, but ", args.get("model"), " has head ",
         task_head_name(pipeline->model().head));

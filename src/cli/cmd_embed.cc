@@ -42,6 +42,7 @@ int run_embed(std::span<char* const> arguments) {
       .flag("csv", "read the input as CSV whatever its name")
       .common_options();
   if (!args.parse(arguments)) return 0;
+  const pipeline::PipelineOptions options = pipeline_options(args);  // flags checked before any file is read
   if (args.flag_set("normalize") && args.flag_set("no-normalize")) {
     throw UsageError("options --normalize and --no-normalize exclude each other");
   }
@@ -50,7 +51,7 @@ int run_embed(std::span<char* const> arguments) {
   input_options.text_column = args.get("text-column");
   const pipeline::InputSet inputs = pipeline::read_inputs(args.get("input"), input_options);
 
-  auto pipeline = load_pipeline(args);
+  auto pipeline = pipeline::TextPipeline::load(args.get("model"), options);
   const pipeline::Pooling pooling = choose_pooling(args, *pipeline);
   const bool normalize =
       args.flag_set("normalize") || (!args.flag_set("no-normalize") && pipeline->declared_normalize());

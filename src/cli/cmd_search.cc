@@ -30,6 +30,7 @@ int run_search(std::span<char* const> arguments) {
       .option("output", "FILE", "where results go; - writes standard output", "-")
       .common_options();
   if (!args.parse(arguments)) return 0;
+  const pipeline::PipelineOptions options = pipeline_options(args);  // flags checked before any file is read
   const int64_t top_k = args.get_int("top-k", 1);
   const std::string format = args.get("format");
   if (format != "text" && format != "jsonl") {
@@ -43,7 +44,7 @@ int run_search(std::span<char* const> arguments) {
   query_options.text_column = args.get("text-column");
   const pipeline::InputSet queries = pipeline::read_inputs(args.get("queries"), query_options);
 
-  auto pipeline = load_pipeline(args);
+  auto pipeline = pipeline::TextPipeline::load(args.get("model"), options);
   std::vector<std::string> corpus_texts, query_texts;
   for (const auto& record : corpus.records) corpus_texts.push_back(record.text);
   for (const auto& record : queries.records) query_texts.push_back(record.text);
@@ -56,12 +57,6 @@ int run_search(std::span<char* const> arguments) {
   const pipeline::RunStats corpus_stats = pipeline->last_stats();
   const Tensor query_embeddings = pipeline->embed(query_texts, pipeline::Pooling::kMean, true);  // (Q, C)
   const Tensor scores = pipeline::similarity_matrix(query_embeddings, corpus_embeddings);        // (Q, S)
-  std::fprintf(stderr,
-               "embedded %zu corpus texts (%lld tokens) in %.2f s: %.1f sentences/s, %.0f tokens/s [%d threads]; "
-               "%zu queries\n",
-               corpus_texts.size(), static_cast<long long>(corpus_stats.tokens), corpus_stats.seconds,
-               static_cast<double>(corpus_texts.size()) / corpus_stats.seconds,
-               static_cast<double>(corpus_stats.tokens) / corpus_stats.seconds, num_threads(), query_texts.size());
 
   const int64_t S = scores.dim(1);
   Output out(args.get("output"));
@@ -99,6 +94,13 @@ int run_search(std::span<char* const> arguments) {
     out.write(text);
   }
   out.close();
+  // After the results, so that a terminal shows them in this order.
+  std::fprintf(stderr,
+               "embedded %zu corpus texts (%lld tokens) in %.2f s: %.1f sentences/s, %.0f tokens/s [%d threads]; "
+               "%zu queries\n",
+               corpus_texts.size(), static_cast<long long>(corpus_stats.tokens), corpus_stats.seconds,
+               static_cast<double>(corpus_texts.size()) / corpus_stats.seconds,
+               static_cast<double>(corpus_stats.tokens) / corpus_stats.seconds, num_threads(), query_texts.size());
   return 0;
 }
 

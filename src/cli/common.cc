@@ -20,10 +20,6 @@ pipeline::PipelineOptions pipeline_options(const ArgParser& args) {
   return options;
 }
 
-std::unique_ptr<pipeline::TextPipeline> load_pipeline(const ArgParser& args, const std::string& model_flag) {
-  return pipeline::TextPipeline::load(args.get(model_flag), pipeline_options(args));
-}
-
 Output::Output(const std::string& path) {
   if (path.empty() || path == "-") {
     file_ = stdout;

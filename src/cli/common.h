@@ -20,10 +20,9 @@ int run_embed(std::span<char* const> args);
 int run_classify(std::span<char* const> args);
 int run_search(std::span<char* const> args);
 
-// Applies --threads and builds the pipeline options from --batch-size and --max-length.
+// Applies --threads and builds the pipeline options from --batch-size and --max-length (UsageError
+// for a malformed value).
 pipeline::PipelineOptions pipeline_options(const ArgParser& args);
-// Loads the model folder named by --model with the common options.
-std::unique_ptr<pipeline::TextPipeline> load_pipeline(const ArgParser& args, const std::string& model_flag = "model");
 
 // Standard output ("-" or empty path) or a file; write errors are IoErrors naming the destination.
 class Output {
