@@ -20,6 +20,20 @@ float* arena_data(const ParameterTable& table, const Tensor& arena, const char* 
 
 }  // namespace
 
+double squared_sum(const float* x, int64_t n) {
+  constexpr int kLanes = 16;
+  double lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) lanes[j] += static_cast<double>(x[i + j]) * x[i + j];
+  }
+  for (int j = 0; i < n; ++i, ++j) lanes[j] += static_cast<double>(x[i]) * x[i];
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+    for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
+  }
+  return lanes[0];
+}
+
 std::vector<ArenaPiece> arena_pieces(const ParameterTable& table, int64_t begin, int64_t end) {
   check(0 <= begin && begin <= end && end <= table.total_elements(), "arena range [", begin, ", ", end,
         ") is not inside the parameter arena [0, ", table.total_elements(), ")");
@@ -39,11 +53,9 @@ double sum_of_squares(const ParameterTable& table, const Tensor& arena, int64_t 
   const float* data = arena_data(table, arena, "sum_of_squares arena");
   const std::vector<ArenaPiece> pieces = arena_pieces(table, begin, end);
   std::vector<double> partial(pieces.size(), 0.0);  // (pieces) one sum per piece, added in order below
-  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
+  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&, data](int64_t first, int64_t last) {
     for (int64_t p = first; p < last; ++p) {
-      double sum = 0.0;
-      for (int64_t i = pieces[p].begin; i < pieces[p].end; ++i) sum += static_cast<double>(data[i]) * data[i];
-      partial[p] = sum;
+      partial[p] = squared_sum(data + pieces[p].begin, pieces[p].end - pieces[p].begin);
     }
   });
   double total = 0.0;
@@ -60,7 +72,7 @@ std::optional<NonFiniteValue> find_non_finite(const ParameterTable& table, const
   const std::vector<ArenaPiece> pieces = arena_pieces(table, 0, table.total_elements());
   constexpr int64_t kNone = -1;
   std::vector<int64_t> first_bad(pieces.size(), kNone);  // (pieces) arena index of the first bad element
-  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
+  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&, data](int64_t first, int64_t last) {
     for (int64_t p = first; p < last; ++p) {
       for (int64_t i = pieces[p].begin; i < pieces[p].end; ++i) {
         if (!std::isfinite(data[i])) {
@@ -107,7 +119,7 @@ void scale_arena(Tensor arena, float factor) {
   check(arena.dtype() == DType::kF32 && arena.rank() == 1, "scale_arena: expected a flat F32 arena, got ",
         dtype_name(arena.dtype()), " ", shape_string(arena.shape()));
   float* data = arena.data<float>();
-  kernels::parallel_chunks(arena.numel(), kArenaPieceElements, [&](int64_t begin, int64_t end) {
+  kernels::parallel_chunks(arena.numel(), kArenaPieceElements, [data, factor](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) data[i] *= factor;
   });
 }

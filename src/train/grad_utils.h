@@ -33,6 +33,10 @@ inline constexpr int64_t kArenaPieceElements = 16384;
 // when the range is not inside [0, total_elements].
 std::vector<ArenaPiece> arena_pieces(const ParameterTable& table, int64_t begin, int64_t end);
 
+// sum x[i]^2 in double over 16 interleaved partial sums (lane j takes i = j mod 16) added pairwise
+// at the end: the compiler vectorizes it without -ffast-math, and the order is fixed.
+double squared_sum(const float* x, int64_t n);
+
 // Sum of squares, accumulated in double, of the parameter elements of `arena` in [begin, end)
 // (a distributed optimizer sums these over ranks, then takes the square root).
 double sum_of_squares(const ParameterTable& table, const Tensor& arena, int64_t begin, int64_t end);

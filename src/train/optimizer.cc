@@ -170,16 +170,24 @@ void AdamW::finish_step(Tensor params, const Tensor& grads, double learning_rate
   float* v = mutable_floats(exp_avg_sq_);        // (total_elements)
   const std::vector<ArenaPiece> pieces = arena_pieces(table_, begin, end);
   const std::vector<ParameterEntry>& entries = table_.entries();
-  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
+  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&, w, g, m, v](int64_t first, int64_t last) {
+    const LambConstants k = c;  // a local copy: read through the captured reference, GCC's simd loop gathers
     for (int64_t p = first; p < last; ++p) {
       const ArenaPiece& piece = pieces[p];
+      // Local pointers and bounds: through the captured ones GCC's simd loop gathers.
+      const int64_t n = piece.end - piece.begin;
+      float* wp = w + piece.begin;
+      const float* gp = g + piece.begin;
+      float* mp = m + piece.begin;
+      float* vp = v + piece.begin;
       // torch multiplies the no-decay group by 1 - lr * 0 = 1 exactly: skipping it is identical.
       const float decay = entries[piece.entry].weight_decay ? decayed : 1.0f;
-      for (int64_t i = piece.begin; i < piece.end; ++i) {
-        w[i] *= decay;
-        update_moments(m[i], v[i], g[i], c);
-        const float denominator = std::sqrt(v[i]) / bias_correction2_sqrt + c.eps;
-        w[i] += -step_size * (m[i] / denominator);
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) {
+        wp[i] *= decay;
+        update_moments(mp[i], vp[i], gp[i], k);
+        const float denominator = std::sqrt(vp[i]) / bias_correction2_sqrt + k.eps;
+        wp[i] += -step_size * (mp[i] / denominator);
       }
     }
   });
@@ -221,20 +229,26 @@ std::vector<double> Lamb::begin_step(const Tensor& params, const Tensor& grads, 
   const std::vector<ArenaPiece> pieces = arena_pieces(table_, begin, end);
   const std::vector<ParameterEntry>& entries = table_.entries();
   std::vector<double> piece_sums(2 * pieces.size(), 0.0);  // (pieces, 2) {sum w^2, sum u^2}
-  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
+  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&, w, g, m, v](int64_t first, int64_t last) {
+    const LambConstants k = c;  // a local copy: read through the captured reference, GCC's simd loop gathers
     for (int64_t p = first; p < last; ++p) {
       const ArenaPiece& piece = pieces[p];
+      const int64_t n = piece.end - piece.begin;
+      const float* wp = w + piece.begin;
+      const float* gp = g + piece.begin;
+      float* mp = m + piece.begin;
+      float* vp = v + piece.begin;
       const float decay = entries[piece.entry].weight_decay ? weight_decay : 0.0f;
-      double weight_squares = 0.0;
-      double update_squares = 0.0;
-      for (int64_t i = piece.begin; i < piece.end; ++i) {
-        update_moments(m[i], v[i], g[i], c);
-        const float u = lamb_direction(m[i], v[i], w[i], decay, c);
-        weight_squares += static_cast<double>(w[i]) * w[i];
-        update_squares += static_cast<double>(u) * u;
+      // u for this piece (64 KiB, stays in L2), so that the element-wise loop and the double
+      // sums are each a loop the compiler vectorizes.
+      alignas(64) float update[kArenaPieceElements];  // (piece)
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) {
+        update_moments(mp[i], vp[i], gp[i], k);
+        update[i] = lamb_direction(mp[i], vp[i], wp[i], decay, k);
       }
-      piece_sums[2 * p] = weight_squares;
-      piece_sums[2 * p + 1] = update_squares;
+      piece_sums[2 * p] = squared_sum(wp, n);
+      piece_sums[2 * p + 1] = squared_sum(update, n);
     }
   });
   std::vector<double> norm_sums(2 * entries.size(), 0.0);  // (entries, 2), summed in piece order
@@ -271,13 +285,19 @@ void Lamb::finish_step(Tensor params, const Tensor& grads, double learning_rate,
   const float* m = exp_avg_.data<float>();      // (total_elements)
   const float* v = exp_avg_sq_.data<float>();   // (total_elements)
   const std::vector<ArenaPiece> pieces = arena_pieces(table_, begin, end);
-  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
+  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&, w, m, v](int64_t first, int64_t last) {
+    const LambConstants k = c;  // a local copy: read through the captured reference, GCC's simd loop gathers
     for (int64_t p = first; p < last; ++p) {
       const ArenaPiece& piece = pieces[p];
+      const int64_t n = piece.end - piece.begin;
+      float* wp = w + piece.begin;
+      const float* mp = m + piece.begin;
+      const float* vp = v + piece.begin;
       const float decay = entries[piece.entry].weight_decay ? weight_decay : 0.0f;
       const float step_size = step_sizes[piece.entry];
-      for (int64_t i = piece.begin; i < piece.end; ++i) {
-        w[i] -= step_size * lamb_direction(m[i], v[i], w[i], decay, c);
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) {
+        wp[i] -= step_size * lamb_direction(mp[i], vp[i], wp[i], decay, k);
       }
     }
   });
