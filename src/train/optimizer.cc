@@ -23,8 +23,10 @@ void check_learning_rate(double learning_rate) {
         learning_rate);
 }
 
-// The per-step constants of LAMB's update direction, as F32 like the tensors they scale.
-struct LambConstants {
+// The per-step constants of the moment update and LAMB's direction, as F32 like the tensors they
+// scale. The element loops vectorize fully only with -fno-math-errno (std::sqrt otherwise keeps
+// a branch to set errno): about 4x on AdamW, 6x on LAMB.
+struct StepConstants {
   float beta1, one_minus_beta1, beta2, one_minus_beta2;
   float bias_correction1, bias_correction2;  // 1 - beta^t, or 1 without bias correction
   float eps;
@@ -32,14 +34,14 @@ struct LambConstants {
 
 // Moment update for one element (shared by AdamW and LAMB, the order torch uses):
 //   m <- m * beta1 + (1 - beta1) * g;  v <- v * beta2 + (1 - beta2) * g * g
-inline void update_moments(float& m, float& v, float g, const LambConstants& c) {
+inline void update_moments(float& m, float& v, float g, const StepConstants& c) {
   m = m * c.beta1 + c.one_minus_beta1 * g;
   v = v * c.beta2 + c.one_minus_beta2 * g * g;
 }
 
 // u = m_hat / (sqrt(v_hat) + eps) + wd * w. Phase 1 (norms) and phase 2 (apply) both call this
 // with unchanged m, v, w, so the direction applied is the one whose norm was taken.
-inline float lamb_direction(float m, float v, float w, float decay, const LambConstants& c) {
+inline float lamb_direction(float m, float v, float w, float decay, const StepConstants& c) {
   return (m / c.bias_correction1) / (std::sqrt(v / c.bias_correction2) + c.eps) + decay * w;
 }
 
@@ -157,7 +159,7 @@ void AdamW::finish_step(Tensor params, const Tensor& grads, double learning_rate
   const double t = static_cast<double>(step_);
   const double bias_correction1 = 1.0 - std::pow(options_.beta1, t);
   const double bias_correction2 = 1.0 - std::pow(options_.beta2, t);
-  const LambConstants c{static_cast<float>(options_.beta1), static_cast<float>(1.0 - options_.beta1),
+  const StepConstants c{static_cast<float>(options_.beta1), static_cast<float>(1.0 - options_.beta1),
                         static_cast<float>(options_.beta2), static_cast<float>(1.0 - options_.beta2),
                         1.0f, 1.0f, static_cast<float>(options_.eps)};
   const float step_size = static_cast<float>(learning_rate / bias_correction1);
@@ -171,7 +173,7 @@ void AdamW::finish_step(Tensor params, const Tensor& grads, double learning_rate
   const std::vector<ArenaPiece> pieces = arena_pieces(table_, begin, end);
   const std::vector<ParameterEntry>& entries = table_.entries();
   kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&, w, g, m, v](int64_t first, int64_t last) {
-    const LambConstants k = c;  // a local copy: read through the captured reference, GCC's simd loop gathers
+    const StepConstants k = c;  // a local copy: read through the captured reference, GCC's simd loop gathers
     for (int64_t p = first; p < last; ++p) {
       const ArenaPiece& piece = pieces[p];
       // Local pointers and bounds: through the captured ones GCC's simd loop gathers.
@@ -200,10 +202,10 @@ Lamb::Lamb(const ParameterTable& table, const OptimizerOptions& options) : Optim
 
 namespace {
 
-LambConstants lamb_constants(const OptimizerOptions& options, int64_t step) {
+StepConstants lamb_constants(const OptimizerOptions& options, int64_t step) {
   const double t = static_cast<double>(step);
   const bool correct = options.lamb_bias_correction;
-  return LambConstants{static_cast<float>(options.beta1),
+  return StepConstants{static_cast<float>(options.beta1),
                        static_cast<float>(1.0 - options.beta1),
                        static_cast<float>(options.beta2),
                        static_cast<float>(1.0 - options.beta2),
@@ -219,7 +221,7 @@ std::vector<double> Lamb::begin_step(const Tensor& params, const Tensor& grads, 
   check(!step_open_, "LAMB begin_step called twice without finish_step (step ", step_, ")");
   ++step_;
   step_open_ = true;
-  const LambConstants c = lamb_constants(options_, step_);
+  const StepConstants c = lamb_constants(options_, step_);
   const float weight_decay = static_cast<float>(options_.weight_decay);
 
   const float* w = params.data<float>();  // (total_elements)
@@ -230,7 +232,7 @@ std::vector<double> Lamb::begin_step(const Tensor& params, const Tensor& grads, 
   const std::vector<ParameterEntry>& entries = table_.entries();
   std::vector<double> piece_sums(2 * pieces.size(), 0.0);  // (pieces, 2) {sum w^2, sum u^2}
   kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&, w, g, m, v](int64_t first, int64_t last) {
-    const LambConstants k = c;  // a local copy: read through the captured reference, GCC's simd loop gathers
+    const StepConstants k = c;  // a local copy: read through the captured reference, GCC's simd loop gathers
     for (int64_t p = first; p < last; ++p) {
       const ArenaPiece& piece = pieces[p];
       const int64_t n = piece.end - piece.begin;
@@ -279,14 +281,14 @@ void Lamb::finish_step(Tensor params, const Tensor& grads, double learning_rate,
     step_sizes[e] = static_cast<float>(learning_rate * trust_ratios_[e]);
   }
 
-  const LambConstants c = lamb_constants(options_, step_);
+  const StepConstants c = lamb_constants(options_, step_);
   const float weight_decay = static_cast<float>(options_.weight_decay);
   float* w = params.data<float>();              // (total_elements)
   const float* m = exp_avg_.data<float>();      // (total_elements)
   const float* v = exp_avg_sq_.data<float>();   // (total_elements)
   const std::vector<ArenaPiece> pieces = arena_pieces(table_, begin, end);
   kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&, w, m, v](int64_t first, int64_t last) {
-    const LambConstants k = c;  // a local copy: read through the captured reference, GCC's simd loop gathers
+    const StepConstants k = c;  // a local copy: read through the captured reference, GCC's simd loop gathers
     for (int64_t p = first; p < last; ++p) {
       const ArenaPiece& piece = pieces[p];
       const int64_t n = piece.end - piece.begin;
