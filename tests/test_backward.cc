@@ -503,10 +503,11 @@ TEST(AttentionBackward, ForwardTrainMatchesInferenceKernelAndReference) {
   }
 }
 
-TEST(AttentionBackward, PackedMatchesPerSequenceReference) {
-  std::mt19937 rng(12);
-  const int64_t NH = 3, HS = 20, C = NH * HS;
-  const PackedBatch batch = make_batch({7, 1, 0, 20, 33});
+// Checks one packed configuration against the per-sequence reference, with and without dropout.
+void check_packed_attention_backward(int64_t NH, int64_t HS, const std::vector<int64_t>& lengths, uint32_t seed_rng) {
+  std::mt19937 rng(seed_rng);
+  const int64_t C = NH * HS;
+  const PackedBatch batch = make_batch(lengths);
   const int64_t S = static_cast<int64_t>(batch.offsets.size()) - 1;
   const Doubles qkv = random_doubles(rng, batch.N * 3 * C), dout = random_doubles(rng, batch.N * C);
   const Floats qkvf = to_floats(qkv), doutf = to_floats(dout);
@@ -551,6 +552,13 @@ TEST(AttentionBackward, PackedMatchesPerSequenceReference) {
   EXPECT_THROW(attention_backward(scratch.data(), doutf.data(), qkvf.data(), qkvf.data(), batch.offsets.data(), S, NH,
                                   HS, 0.0f, 0, 0, scratch.data(), 10),
                InvalidArgument);
+}
+
+TEST(AttentionBackward, PackedMatchesPerSequenceReference) {
+  // Awkward sizes (HS 20, empty and one-token sequences), then BERT's HS 64 with a sequence longer
+  // than one 64-column register tile.
+  check_packed_attention_backward(3, 20, {7, 1, 0, 20, 33}, 12);
+  check_packed_attention_backward(2, 64, {70, 3, 17}, 13);
 }
 
 // =============================================================================================

@@ -1,8 +1,8 @@
 // Training attention (forward with saved probabilities, and backward) on the packed layout. One
-// (sequence, head) pair per task; inner loops run over contiguous keys (scores against a transposed,
-// pre-scaled K or V copy in scratch) or over the HS contiguous head columns of a row (axpy), which
-// the compiler vectorizes. Query rows are processed one at a time, accumulating dK and dV rows in
-// place in dqkv (the pair's columns only, so pairs never share memory).
+// (sequence, head) pair per task; every step is a small GEMM out = A X with A read through strides
+// (so A^T costs nothing), computed by one register-tiled kernel (4 rows x 64 columns of
+// accumulators). Backward keeps dS and the dropped probabilities Pd as (L, ldl) matrices in the
+// thread's scratch and writes dQ, dK, dV once each, into the pair's own columns of dqkv.
 #include "kernels/cpu/attention_backward.h"
 
 #include <omp.h>
@@ -13,17 +13,21 @@
 #include "core/error.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/dropout.h"
+#include "kernels/cpu/simd_avx512.h"
 
 namespace scalebert::kernels {
 namespace {
 
 constexpr int64_t kPad = 16;
+constexpr int64_t kRowBlock = 4;     // output rows per register tile
+constexpr int64_t kColumnBlock = 64; // output columns per register tile (4 zmm)
 
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
+// Per thread: Vt or Kt (HS, ldl), dS (L, ldl), Pd (L, ldl), one spare row (ldl).
 int64_t per_thread_floats(int64_t max_len, int64_t HS) {
   const int64_t ldl = round_up(std::max<int64_t>(max_len, 1), kPad);
-  return round_up((HS + 3) * ldl + HS, kPad);
+  return round_up((HS + 2 * ldl + 1) * ldl, kPad);
 }
 
 // Geometry and dropout of one (sequence, head) problem.
@@ -37,6 +41,113 @@ struct Pair {
   uint64_t probs_index;    // counter index of probs[0] for dropout: offset + position in the probs layout
 };
 
+// A (rows, T) coefficient matrix read with arbitrary strides: a(r, t) = data[r * row_stride + t * t_stride],
+// so one kernel serves A and A^T.
+struct Coefficients {
+  const float* data;
+  int64_t row_stride;
+  int64_t t_stride;
+};
+
+// The one product every step of attention is made of (each a small GEMM of rank T):
+//   out[r * out_stride + c] = sum_{t < T} a(r, t) * x[t * x_stride + c]   for r < R, c < width.
+// Register tiles of 4 rows x 64 columns: per t, 4 row loads of x serve 16 FMAs; the accumulators
+// stay in registers for the whole sweep over t (the output is written once).
+#ifdef __AVX512F__
+template <int V>
+inline void product_tile(float* out, int64_t out_stride, const Coefficients& a, const float* x, int64_t x_stride,
+                         int64_t r0, int64_t rows, int64_t T, int64_t c0, const __mmask16 masks[V]) {
+  __m512 acc[kRowBlock][V];
+#pragma GCC unroll 4
+  for (int r = 0; r < kRowBlock; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+  }
+  // Rows past `rows` repeat the last valid row (computed, never stored): no tail kernel needed.
+  const float* a0 = a.data + r0 * a.row_stride;
+  const float* a1 = a.data + (r0 + std::min<int64_t>(1, rows - 1)) * a.row_stride;
+  const float* a2 = a.data + (r0 + std::min<int64_t>(2, rows - 1)) * a.row_stride;
+  const float* a3 = a.data + (r0 + std::min<int64_t>(3, rows - 1)) * a.row_stride;
+  const __mmask16 m0 = masks[0], m1 = V > 1 ? masks[1] : 0, m2 = V > 2 ? masks[2] : 0, m3 = V > 3 ? masks[3] : 0;
+  const int64_t t_stride = a.t_stride;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* x_row = x + t * x_stride + c0;
+    __m512 xv[V];
+    xv[0] = _mm512_maskz_loadu_ps(m0, x_row);
+    if constexpr (V > 1) xv[1] = _mm512_maskz_loadu_ps(m1, x_row + simd::kLanes);
+    if constexpr (V > 2) xv[2] = _mm512_maskz_loadu_ps(m2, x_row + 2 * simd::kLanes);
+    if constexpr (V > 3) xv[3] = _mm512_maskz_loadu_ps(m3, x_row + 3 * simd::kLanes);
+    const __m512 c0v = _mm512_set1_ps(a0[t * t_stride]), c1v = _mm512_set1_ps(a1[t * t_stride]);
+    const __m512 c2v = _mm512_set1_ps(a2[t * t_stride]), c3v = _mm512_set1_ps(a3[t * t_stride]);
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      acc[0][v] = _mm512_fmadd_ps(c0v, xv[v], acc[0][v]);
+      acc[1][v] = _mm512_fmadd_ps(c1v, xv[v], acc[1][v]);
+      acc[2][v] = _mm512_fmadd_ps(c2v, xv[v], acc[2][v]);
+      acc[3][v] = _mm512_fmadd_ps(c3v, xv[v], acc[3][v]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < kRowBlock; ++r) {  // constant trip count keeps acc in registers (see attention.cc)
+    if (r >= rows) break;
+    float* o = out + (r0 + r) * out_stride + c0;
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) _mm512_mask_storeu_ps(o + v * simd::kLanes, masks[v], acc[r][v]);
+  }
+}
+
+void product(float* out, int64_t out_stride, const Coefficients& a, const float* x, int64_t x_stride, int64_t R,
+             int64_t T, int64_t width) {
+  for (int64_t c0 = 0; c0 < width; c0 += kColumnBlock) {
+    const int64_t w = std::min(kColumnBlock, width - c0);
+    const int64_t vectors = (w + simd::kLanes - 1) / simd::kLanes;
+    __mmask16 masks[4];
+    for (int64_t v = 0; v < 4; ++v) masks[v] = simd::tail_mask(std::max<int64_t>(0, w - v * simd::kLanes));
+    for (int64_t r0 = 0; r0 < R; r0 += kRowBlock) {
+      const int64_t rows = std::min(kRowBlock, R - r0);
+      switch (vectors) {
+        case 4: product_tile<4>(out, out_stride, a, x, x_stride, r0, rows, T, c0, masks); break;
+        case 3: product_tile<3>(out, out_stride, a, x, x_stride, r0, rows, T, c0, masks); break;
+        case 2: product_tile<2>(out, out_stride, a, x, x_stride, r0, rows, T, c0, masks); break;
+        default: product_tile<1>(out, out_stride, a, x, x_stride, r0, rows, T, c0, masks); break;
+      }
+    }
+  }
+}
+
+// row: (n) <- exp(row - max(row)) / sum.
+inline void softmax_row(float* row, int64_t n) {
+  const float max = simd::row_max(row, n);
+  simd::scale_row(row, n, 1.0f / simd::exp_shift_sum(row, n, max));
+}
+#else
+void product(float* out, int64_t out_stride, const Coefficients& a, const float* x, int64_t x_stride, int64_t R,
+             int64_t T, int64_t width) {
+  for (int64_t r = 0; r < R; ++r) {
+    float* o = out + r * out_stride;
+    for (int64_t c = 0; c < width; ++c) o[c] = 0.0f;
+    for (int64_t t = 0; t < T; ++t) {
+      const float coefficient = a.data[r * a.row_stride + t * a.t_stride];
+      const float* x_row = x + t * x_stride;
+#pragma omp simd
+      for (int64_t c = 0; c < width; ++c) o[c] += coefficient * x_row[c];
+    }
+  }
+}
+
+inline void softmax_row(float* row, int64_t n) {
+  float max = row[0];
+  for (int64_t j = 1; j < n; ++j) max = std::max(max, row[j]);
+  double sum = 0.0;
+  for (int64_t j = 0; j < n; ++j) {
+    row[j] = std::exp(row[j] - max);
+    sum += row[j];
+  }
+  const float inverse = static_cast<float>(1.0 / sum);
+  for (int64_t j = 0; j < n; ++j) row[j] *= inverse;
+}
+#endif
+
 // t: (HS, ldl) <- block^T * scale where block row j (j < L) is the head's HS columns of qkv row j
 // at column `column0`; columns L..ldl-1 of t are zero.
 void load_transposed(const Pair& p, int64_t column0, float scale, float* t, int64_t ldl) {
@@ -49,14 +160,13 @@ void load_transposed(const Pair& p, int64_t column0, float scale, float* t, int6
   }
 }
 
-// row: (L) <- sum_d a[d] * t[d][.] for t: (HS, ldl).
-inline void row_times_transposed(float* row, const float* a, const float* t, int64_t ldl, int64_t L, int64_t HS) {
-  for (int64_t j = 0; j < L; ++j) row[j] = 0.0f;
-  for (int64_t d = 0; d < HS; ++d) {
-    const float ad = a[d];
-    const float* t_row = t + d * ldl;
+// Pd: (L, ldl) <- P * M with M the dropout multipliers of the pair, row by row from the counter.
+void dropped_probabilities(const Pair& p, const float* probs, float dropout_p, uint64_t seed, float* pd, int64_t ldl) {
+  for (int64_t i = 0; i < p.L; ++i) {
+    float* row = pd + i * ldl;
+    dropout_mask(row, p.L, dropout_p, seed, p.probs_index + static_cast<uint64_t>(i * p.L));
 #pragma omp simd
-    for (int64_t j = 0; j < L; ++j) row[j] += ad * t_row[j];
+    for (int64_t j = 0; j < p.L; ++j) row[j] *= probs[i * p.L + j];
   }
 }
 
@@ -64,96 +174,60 @@ inline void row_times_transposed(float* row, const float* a, const float* t, int
 void forward_pair(const Pair& p, float* probs_out, float* out, float dropout_p, uint64_t seed, float* scratch) {
   const int64_t ldl = round_up(p.L, kPad);
   const int64_t stride = 3 * p.C;
-  float* kt = scratch;          // (HS, ldl) K_h^T * scale
-  float* mask = kt + p.HS * ldl;  // (ldl) dropout multipliers of one row
+  float* kt = scratch;                       // (HS, ldl) K_h^T * scale
+  float* pd = kt + p.HS * ldl + ldl * ldl;   // (L, ldl) P * M when dropping
   load_transposed(p, p.C, 1.0f / std::sqrt(static_cast<float>(p.HS)), kt, ldl);
   const float* queries = p.qkv + p.head * p.HS;
   const float* values = p.qkv + 2 * p.C + p.head * p.HS;
-  for (int64_t i = 0; i < p.L; ++i) {
-    float* prob = probs_out + i * p.L;  // (L)
-    row_times_transposed(prob, queries + i * stride, kt, ldl, p.L, p.HS);
-    float max = prob[0];
-    for (int64_t j = 1; j < p.L; ++j) max = std::max(max, prob[j]);
-    double sum = 0.0;
-    for (int64_t j = 0; j < p.L; ++j) {
-      prob[j] = std::exp(prob[j] - max);
-      sum += prob[j];
-    }
-    const float inverse = static_cast<float>(1.0 / sum);
-#pragma omp simd
-    for (int64_t j = 0; j < p.L; ++j) prob[j] *= inverse;
-
-    const float* weights = prob;
-    if (dropout_p > 0.0f) {
-      dropout_mask(mask, p.L, dropout_p, seed, p.probs_index + static_cast<uint64_t>(i * p.L));
-#pragma omp simd
-      for (int64_t j = 0; j < p.L; ++j) mask[j] *= prob[j];
-      weights = mask;
-    }
-    float* o = out + i * p.C + p.head * p.HS;  // (HS)
-    for (int64_t c = 0; c < p.HS; ++c) o[c] = 0.0f;
-    for (int64_t j = 0; j < p.L; ++j) {
-      const float w = weights[j];
-      const float* v = values + j * stride;
-#pragma omp simd
-      for (int64_t c = 0; c < p.HS; ++c) o[c] += w * v[c];
-    }
+  // Scores S = Q Kt straight into the probability block, then softmax per row in place.
+  product(probs_out, p.L, Coefficients{queries, stride, 1}, kt, ldl, p.L, p.HS, p.L);
+  for (int64_t i = 0; i < p.L; ++i) softmax_row(probs_out + i * p.L, p.L);
+  Coefficients weights{probs_out, p.L, 1};
+  if (dropout_p > 0.0f) {
+    dropped_probabilities(p, probs_out, dropout_p, seed, pd, ldl);
+    weights = Coefficients{pd, ldl, 1};
   }
+  product(out + p.head * p.HS, p.C, weights, values, stride, p.L, p.L, p.HS);  // out_h = Pd V_h
 }
 
 void backward_pair(const Pair& p, float* dqkv, const float* dout, float dropout_p, uint64_t seed, float* scratch) {
   const int64_t ldl = round_up(p.L, kPad);
   const int64_t stride = 3 * p.C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(p.HS));
-  float* vt = scratch;              // (HS, ldl) V_h^T
-  float* dp = vt + p.HS * ldl;      // (ldl) dP row
-  float* weights = dp + ldl;        // (ldl) Pd row (P * M)
-  float* mask = weights + ldl;      // (ldl) M row
-  float* dq = mask + ldl;           // (HS) dQ row accumulator
+  float* vt = scratch;                 // (HS, ldl) V_h^T
+  float* ds = vt + p.HS * ldl;         // (L, ldl) dPd, then dP, then dS * scale
+  float* pd = ds + ldl * ldl;          // (L, ldl) P * M when dropping
   load_transposed(p, 2 * p.C, 1.0f, vt, ldl);
-
   const int64_t q_col = p.head * p.HS, k_col = p.C + q_col, v_col = 2 * p.C + q_col;
-  for (int64_t j = 0; j < p.L; ++j) {
-    float* row = dqkv + j * stride;
-    for (int64_t c = 0; c < p.HS; ++c) row[k_col + c] = 0.0f;
-    for (int64_t c = 0; c < p.HS; ++c) row[v_col + c] = 0.0f;
-  }
+  const float* dout_h = dout + q_col;  // (L, HS) with row stride C
+
+  product(ds, ldl, Coefficients{dout_h, p.C, 1}, vt, ldl, p.L, p.HS, p.L);  // dPd = dout_h V_h^T
+  Coefficients weights{p.probs, 1, p.L};  // Pd^T: a(j, i) = P[i][j]
+  const bool dropping = dropout_p > 0.0f;
   for (int64_t i = 0; i < p.L; ++i) {
-    const float* prob = p.probs + i * p.L;           // (L)
-    const float* dctx = dout + i * p.C + q_col;      // (HS)
-    const float* q = p.qkv + i * stride + q_col;     // (HS)
-    row_times_transposed(dp, dctx, vt, ldl, p.L, p.HS);  // dPd = dout_i V^T
-    if (dropout_p > 0.0f) {
-      dropout_mask(mask, p.L, dropout_p, seed, p.probs_index + static_cast<uint64_t>(i * p.L));
+    float* row = ds + i * ldl;
+    const float* prob = p.probs + i * p.L;
+    if (dropping) {  // M regenerated from the counter into Pd's row; dP = dPd * M, then Pd = P * M
+      float* m = pd + i * ldl;
+      dropout_mask(m, p.L, dropout_p, seed, p.probs_index + static_cast<uint64_t>(i * p.L));
 #pragma omp simd
       for (int64_t j = 0; j < p.L; ++j) {
-        weights[j] = prob[j] * mask[j];
-        dp[j] *= mask[j];
+        row[j] *= m[j];
+        m[j] *= prob[j];
       }
-    } else {
-      for (int64_t j = 0; j < p.L; ++j) weights[j] = prob[j];
     }
     double dot = 0.0;  // rowsum(dP * P), the softmax Jacobian's rank-one part
-    for (int64_t j = 0; j < p.L; ++j) dot += static_cast<double>(dp[j]) * prob[j];
+    for (int64_t j = 0; j < p.L; ++j) dot += static_cast<double>(row[j]) * prob[j];
     const float row_dot = static_cast<float>(dot);
-    for (int64_t c = 0; c < p.HS; ++c) dq[c] = 0.0f;
-    for (int64_t j = 0; j < p.L; ++j) {
-      const float ds = prob[j] * (dp[j] - row_dot) * scale;  // dS_ij * scale
-      const float w = weights[j];
-      float* row = dqkv + j * stride;
-      const float* k = p.qkv + j * stride + k_col;
-      float* dk = row + k_col;
-      float* dv = row + v_col;
 #pragma omp simd
-      for (int64_t c = 0; c < p.HS; ++c) {
-        dv[c] += w * dctx[c];
-        dq[c] += ds * k[c];
-        dk[c] += ds * q[c];
-      }
-    }
-    float* dq_out = dqkv + i * stride + q_col;
-    for (int64_t c = 0; c < p.HS; ++c) dq_out[c] = dq[c];
+    for (int64_t j = 0; j < p.L; ++j) row[j] = prob[j] * (row[j] - row_dot) * scale;
   }
+  if (dropping) weights = Coefficients{pd, 1, ldl};
+  const float* queries = p.qkv + q_col;
+  const float* keys = p.qkv + k_col;
+  product(dqkv + q_col, stride, Coefficients{ds, ldl, 1}, keys, stride, p.L, p.L, p.HS);     // dQ = dS K
+  product(dqkv + k_col, stride, Coefficients{ds, 1, ldl}, queries, stride, p.L, p.L, p.HS);  // dK = dS^T Q
+  product(dqkv + v_col, stride, weights, dout_h, p.C, p.L, p.L, p.HS);                       // dV = Pd^T dout
 }
 
 struct Checked {
