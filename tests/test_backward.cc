@@ -512,7 +512,8 @@ void check_packed_attention_backward(int64_t NH, int64_t HS, const std::vector<i
   const Doubles qkv = random_doubles(rng, batch.N * 3 * C), dout = random_doubles(rng, batch.N * C);
   const Floats qkvf = to_floats(qkv), doutf = to_floats(dout);
   const int64_t max_len = max_sequence_length(batch.offsets.data(), S);
-  Floats scratch(attention_train_scratch_floats(max_len, HS, num_threads()));
+  // Enough slots for the 2-thread run below, whatever the process's thread count.
+  Floats scratch(attention_train_scratch_floats(max_len, HS, std::max(num_threads(), 2)));
   const int64_t scratch_floats = static_cast<int64_t>(scratch.size());
   for (float p : {0.0f, 0.3f}) {
     const uint64_t seed = 99, offset = 5;  // offset not a multiple of 4: blocks straddle rows
