@@ -130,11 +130,13 @@ def main():
                     raise SystemExit(f"{name}: non-finite hidden state")
                 if seconds > 1.0:
                     break
-            times = []
+            times, cpu_times = [], []
             while len(times) < args.max_runs and (len(times) < args.min_runs or sum(times) < args.min_seconds):
+                cpu_start = time.process_time()  # CPU time of every thread, as bench_encoder's cpu_ms
                 start = time.perf_counter()
                 model(input_ids=input_ids, attention_mask=attention_mask)
                 times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
             median = statistics.median(times)
             flops = forward_flops(args.layers, args.hidden, 4 * args.hidden, lengths)
             limit = flops / peak
@@ -145,6 +147,7 @@ def main():
                 "runs": len(times), "median_ms": median * 1e3, "min_ms": min(times) * 1e3,
                 "seq_per_s": len(lengths) / median, "gflop": flops / 1e9, "gflops": flops / median / 1e9,
                 "peak_gflops": peak / 1e9, "limit_ms": limit * 1e3, "fraction_of_limit": limit / median,
+                "cpu_ms": statistics.median(cpu_times) * 1e3,
             }
             print(json.dumps(record), flush=True)
             print(f"{name:15s} runs {len(times):4d}  median {median * 1e3:9.2f} ms  min {min(times) * 1e3:9.2f} ms  "
