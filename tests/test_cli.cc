@@ -23,6 +23,17 @@ namespace {
 fs::path binary() { return fs::path(SCALEBERT_BINARY_DIR) / "scalebert"; }
 fs::path fixture(const std::string& name) { return scalebert::testing::fixtures_dir() / name; }
 
+// 'text' for the shell (paths here hold no quotes). Built by appends: GCC 12's -Wrestrict misfires
+// on "'" + std::string.
+std::string shell_quote(const std::string& text) {
+  std::string quoted;
+  quoted.reserve(text.size() + 2);
+  quoted.push_back('\'');
+  quoted.append(text);
+  quoted.push_back('\'');
+  return quoted;
+}
+
 struct Result {
   int code = -1;
   std::string out, err;
@@ -60,8 +71,9 @@ class CliTest : public ::testing::Test {
   // Runs "scalebert <arguments>" (arguments are shell words, quoted by the caller where needed).
   Result run(const std::string& arguments, const std::string& stdin_file = "/dev/null") {
     const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-    const std::string command = "'" + binary().string() + "' " + arguments + " < '" + stdin_file + "' > '" +
-                                out.string() + "' 2> '" + err.string() + "'";
+    std::string command = shell_quote(binary().string());
+    command.append(" ").append(arguments).append(" < ").append(shell_quote(stdin_file));
+    command.append(" > ").append(shell_quote(out.string())).append(" 2> ").append(shell_quote(err.string()));
     const int status = std::system(command.c_str());
     Result result;
     result.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -78,7 +90,7 @@ class CliTest : public ::testing::Test {
     return lines;
   }
 
-  static std::string quote(const fs::path& path) { return "'" + path.string() + "'"; }
+  static std::string quote(const fs::path& path) { return shell_quote(path.string()); }
 
   fs::path dir_;
 };
