@@ -5,10 +5,21 @@
 #include <exception>
 #include <span>
 #include <string>
+#include <vector>
 
+#include "cli/cmd_ckpt.h"
+#include "cli/cmd_data.h"
 #include "cli/common.h"
 
 namespace {
+
+// Commands written against a vector of arguments.
+int run_ckpt(std::span<char* const> args) {
+  return scalebert::cli::run_ckpt_command(std::vector<std::string>(args.begin(), args.end()));
+}
+int run_data(std::span<char* const> args) {
+  return scalebert::cli::run_data_command(std::vector<std::string>(args.begin(), args.end()));
+}
 
 struct Command {
   const char* name;
@@ -22,6 +33,8 @@ constexpr Command kCommands[] = {
     {"embed", scalebert::cli::run_embed, "sentence embeddings (cls or mean pooling) as JSONL"},
     {"classify", scalebert::cli::run_classify, "sequence classification with label probabilities as JSONL"},
     {"search", scalebert::cli::run_search, "semantic search: top-k corpus texts for each query"},
+    {"data", run_data, "convert the shared datasets; build a WordPiece vocabulary"},
+    {"ckpt", run_ckpt, "sharded, replicated checkpoint store: save, ls, verify, repair, gc, export"},
 };
 
 void print_usage(std::FILE* out) {
