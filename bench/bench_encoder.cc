@@ -22,6 +22,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 #include "core/threads.h"
 #include "model/bert_model.h"
@@ -286,18 +288,17 @@ int run(const Options& options) {
                  fastest * 1e3, sequences / median, gflops, limit * 1e3, 100.0 * fraction, cpu_median * 1e3);
     if (options.json) {
       const char* policy = std::getenv("OMP_WAIT_POLICY");
-      std::printf(
-          "{\"engine\": \"scalebert\", \"case\": \"%s\", \"kind\": \"%s\", \"dtype\": \"f32\", \"threads\": %d, "
-          "\"omp_wait_policy\": \"%s\", "
-          "\"layers\": %ld, \"hidden\": %ld, \"batch\": %ld, \"tokens\": %ld, \"computed_tokens\": %ld, "
-          "\"runs\": %zu, \"median_ms\": %.4f, \"min_ms\": %.4f, \"seq_per_s\": %.4f, \"gflop\": %.4f, "
-          "\"gflops\": %.3f, \"peak_gflops\": %.1f, \"limit_ms\": %.4f, \"fraction_of_limit\": %.4f, "
-          "\"cpu_ms\": %.4f}\n",
-          c.name.c_str(), c.kind.c_str(), options.threads, policy && *policy ? policy : "default",
-          static_cast<long>(config.num_hidden_layers),
-          static_cast<long>(config.hidden_size), static_cast<long>(batch.sequences()),
-          static_cast<long>(batch.tokens()), static_cast<long>(InferenceSession::bucket_rows(batch.tokens())), n, median * 1e3, fastest * 1e3,
-          sequences / median, flops / 1e9, gflops, peak / 1e9, limit * 1e3, fraction, cpu_median * 1e3);
+      const nlohmann::json record = {
+          {"engine", "scalebert"}, {"case", c.name}, {"kind", c.kind}, {"dtype", "f32"},
+          {"threads", options.threads}, {"omp_wait_policy", policy && *policy ? policy : "default"},
+          {"layers", config.num_hidden_layers}, {"hidden", config.hidden_size},
+          {"batch", batch.sequences()}, {"tokens", batch.tokens()},
+          {"computed_tokens", InferenceSession::bucket_rows(batch.tokens())},  // rows the products run over
+          {"runs", n}, {"median_ms", median * 1e3}, {"min_ms", fastest * 1e3},
+          {"seq_per_s", sequences / median}, {"gflop", flops / 1e9}, {"gflops", gflops},
+          {"peak_gflops", peak / 1e9}, {"limit_ms", limit * 1e3}, {"fraction_of_limit", fraction},
+          {"cpu_ms", cpu_median * 1e3}};
+      std::printf("%s\n", record.dump().c_str());
       std::fflush(stdout);
     }
   }
