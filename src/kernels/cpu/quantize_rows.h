@@ -1,0 +1,42 @@
+// Row-wise conversions feeding the low-precision matmuls: symmetric int8 quantization of weights
+// (per output channel) and of activations (per token row, dynamic, or with one calibrated scale),
+// and f32 -> bf16 conversion of activation rows.
+//
+// Symmetric int8: q = clamp(round_half_even(x * (127 / a)), -127, 127) with a = max |x| over the
+// row, so x ~= q * s with s = a / 127. -128 is never produced, which keeps the quantization
+// symmetric (and -q always representable). Rounding multiplies by the reciprocal 127 / a in float
+// in both the fast and the reference kernels, so the two agree bit for bit; an all-zero row gets
+// scale 0 and q = 0.
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace scalebert::kernels {
+
+inline constexpr float kInt8Max = 127.0f;
+
+// Weights: w (N, K) row-major -> q (N, K), scales (N) with w[n, k] ~= q[n, k] * scales[n].
+void quantize_weight_rows(const float* weight, int64_t rows, int64_t columns, int8_t* quantized, float* scales);
+
+// Activations, dynamic: each of `rows` rows of x (width K, row stride x_stride floats) gets its own
+// scale; q has row stride q_stride. row_scales: (rows).
+void quantize_rows_dynamic(const float* x, int64_t x_stride, int64_t rows, int64_t columns, int8_t* quantized,
+                           int64_t q_stride, float* row_scales);
+
+// Activations, static: one calibrated scale for every row; values beyond 127 * scale saturate.
+void quantize_rows_static(const float* x, int64_t x_stride, int64_t rows, int64_t columns, float scale,
+                          int8_t* quantized, int64_t q_stride);
+
+// f32 rows -> bf16 rows (round to nearest even), x row stride x_stride, out row stride out_stride.
+void convert_rows_bf16(const float* x, int64_t x_stride, int64_t rows, int64_t columns, BFloat16* out,
+                       int64_t out_stride);
+
+// Scalar references of the three activation conversions (plain loops, std::nearbyint).
+void quantize_rows_dynamic_reference(const float* x, int64_t x_stride, int64_t rows, int64_t columns,
+                                     int8_t* quantized, int64_t q_stride, float* row_scales);
+void quantize_rows_static_reference(const float* x, int64_t x_stride, int64_t rows, int64_t columns, float scale,
+                                    int8_t* quantized, int64_t q_stride);
+
+}  // namespace scalebert::kernels
