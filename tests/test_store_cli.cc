@@ -1,8 +1,8 @@
 // `scalebert ckpt`: save a tiny BERT folder, list, verify (clean, then with a corrupt replica),
 // repair, gc and export back to a folder BertModel::load reads, through run_ckpt_command.
-// The command's source is compiled into this test directly: src/cli/ is not part of
-// scalebert_lib (it is the executable's), and the command depends on the library only.
-#include "cli/cmd_ckpt.cc"  // NOLINT(build/include): see above
+#include "cli/cmd_ckpt.h"
+#include "io/store/manifest.h"
+#include "io/store/store.h"
 
 #include <unistd.h>
 
