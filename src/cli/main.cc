@@ -33,6 +33,7 @@ constexpr Command kCommands[] = {
     {"embed", scalebert::cli::run_embed, "sentence embeddings (cls or mean pooling) as JSONL"},
     {"classify", scalebert::cli::run_classify, "sequence classification with label probabilities as JSONL"},
     {"search", scalebert::cli::run_search, "semantic search: top-k corpus texts for each query"},
+    {"serve", scalebert::cli::run_serve, "KServe v2 inference server over a Triton-style model repository"},
     {"data", run_data, "convert the shared datasets; build a WordPiece vocabulary"},
     {"ckpt", run_ckpt, "sharded, replicated checkpoint store: save, ls, verify, repair, gc, export"},
 };
