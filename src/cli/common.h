@@ -19,6 +19,7 @@ int run_tokenize(std::span<char* const> args);
 int run_embed(std::span<char* const> args);
 int run_classify(std::span<char* const> args);
 int run_search(std::span<char* const> args);
+int run_quantize(std::span<char* const> args);
 int run_serve(std::span<char* const> args);
 
 // Applies --threads and builds the pipeline options from --batch-size and --max-length (UsageError

@@ -35,6 +35,7 @@ constexpr Command kCommands[] = {
     {"search", scalebert::cli::run_search, "semantic search: top-k corpus texts for each query"},
     {"serve", scalebert::cli::run_serve, "KServe v2 inference server over a Triton-style model repository"},
     {"data", run_data, "convert the shared datasets; build a WordPiece vocabulary"},
+    {"quantize", scalebert::cli::run_quantize, "int8 or bf16 model folder from an f32 one, with an error report"},
     {"ckpt", run_ckpt, "sharded, replicated checkpoint store: save, ls, verify, repair, gc, export"},
 };
 

@@ -24,7 +24,7 @@
 namespace scalebert {
 
 using kernels::Epilogue;
-using kernels::LinearStep;
+using LinearStep = kernels::PrecisionLinearStep;
 
 InferenceSession::InferenceSession(std::shared_ptr<const InferenceWeights> weights)
     : weights_(std::move(weights)), stream_(kernels::cpu_engine()) {
@@ -55,6 +55,13 @@ void InferenceSession::reserve(int64_t tokens, int64_t sequences, int64_t max_le
   const size_t floats_per_sequence = static_cast<size_t>(3 * C + head_width);
   size_t bytes = align_up(M * floats_per_token * sizeof(float)) + align_up(S * floats_per_sequence * sizeof(float)) +
                  align_up((S + 1) * sizeof(int64_t)) + align_up(attention_floats * sizeof(float)) + 16 * kAlignment;
+  // Sequence rows never outnumber token rows (every sequence has a token), so M rows serve both.
+  const int64_t low_in = std::max(C, I);
+  const int64_t low_out = std::max({3 * C, I, weights_->classifier ? weights_->classifier->out_features() : 0});
+  if (weights_->low_precision) {
+    bytes += align_up(M * low_in * sizeof(uint16_t)) + align_up(M * sizeof(float)) +
+             align_up(M * low_out * sizeof(int32_t)) + 4 * kAlignment;
+  }
   arena_ = Arena(bytes);
   std::memset(arena_.block().get(), 0, arena_.capacity());  // pad rows stay finite forever
   auto floats = [&](int64_t count) { return static_cast<float*>(arena_.allocate(count * sizeof(float))); };
@@ -69,6 +76,12 @@ void InferenceSession::reserve(int64_t tokens, int64_t sequences, int64_t max_le
   offsets_ = static_cast<int64_t*>(arena_.allocate((S + 1) * sizeof(int64_t)));
   attention_scratch_ = floats(attention_floats);
   attention_scratch_floats_ = attention_floats;
+  low_precision_ = kernels::LowPrecisionBuffers{};
+  if (weights_->low_precision) {
+    low_precision_.activations = arena_.allocate(M * low_in * sizeof(uint16_t));
+    low_precision_.row_scales = floats(M);
+    low_precision_.accumulators = static_cast<int32_t*>(arena_.allocate(M * low_out * sizeof(int32_t)));
+  }
   token_capacity_ = M;
   sequence_capacity_ = S;
   length_capacity_ = L;
@@ -110,22 +123,23 @@ InferenceSession::TokenSteps& InferenceSession::token_steps(int64_t rows) {
   auto steps = std::make_unique<TokenSteps>();
   for (const EncoderLayerWeights& layer : weights_->layers) {
     steps->layers.push_back(TokenSteps::Layer{
-        LinearStep(layer.qkv, hidden_, C, qkv_, 3 * C, rows, Epilogue::kNone, false),
-        LinearStep(layer.attention_out, context_, C, hidden_, C, rows, Epilogue::kNone, true),
-        LinearStep(layer.intermediate, hidden_, C, intermediate_, I, rows, weights_->activation, false),
-        LinearStep(layer.output, intermediate_, I, hidden_, C, rows, Epilogue::kNone, true),
+        LinearStep(layer.qkv, hidden_, C, qkv_, 3 * C, rows, Epilogue::kNone, false, low_precision_),
+        LinearStep(layer.attention_out, context_, C, hidden_, C, rows, Epilogue::kNone, true, low_precision_),
+        LinearStep(layer.intermediate, hidden_, C, intermediate_, I, rows, weights_->activation, false, low_precision_),
+        LinearStep(layer.output, intermediate_, I, hidden_, C, rows, Epilogue::kNone, true, low_precision_),
     });
   }
   const TaskHead head = weights_->model->head;
   if (head == TaskHead::kTokenClassification || head == TaskHead::kQuestionAnswering) {
     const int64_t L = weights_->classifier->out_features();
-    steps->classifier = LinearStep(*weights_->classifier, hidden_, C, token_logits_, L, rows, Epilogue::kNone, false);
+    steps->classifier =
+        LinearStep(*weights_->classifier, hidden_, C, token_logits_, L, rows, Epilogue::kNone, false, low_precision_);
   }
   if (head == TaskHead::kMaskedLM) {
-    steps->mlm_transform =
-        LinearStep(*weights_->mlm_transform, hidden_, C, intermediate_, C, rows, weights_->activation, false);
+    steps->mlm_transform = LinearStep(*weights_->mlm_transform, hidden_, C, intermediate_, C, rows,
+                                      weights_->activation, false, low_precision_);
     steps->mlm_decoder = LinearStep(*weights_->mlm_decoder, intermediate_, C, token_logits_, config.vocab_size, rows,
-                                    Epilogue::kNone, false);
+                                    Epilogue::kNone, false, low_precision_);
   }
   TokenSteps& result = *token_steps_.emplace(rows, std::move(steps)).first->second;
   for (auto& layer : result.layers) {
@@ -143,11 +157,13 @@ InferenceSession::SequenceSteps& InferenceSession::sequence_steps(int64_t rows) 
   const int64_t C = weights_->model->config.hidden_size;
   auto steps = std::make_unique<SequenceSteps>();
   if (weights_->pooler) {
-    steps->pooler = LinearStep(*weights_->pooler, cls_rows_, C, pooled_, C, rows, Epilogue::kTanh, false);
+    steps->pooler =
+        LinearStep(*weights_->pooler, cls_rows_, C, pooled_, C, rows, Epilogue::kTanh, false, low_precision_);
   }
   if (weights_->model->head == TaskHead::kSequenceClassification) {
     const int64_t L = weights_->classifier->out_features();
-    steps->classifier = LinearStep(*weights_->classifier, pooled_, C, sequence_logits_, L, rows, Epilogue::kNone, false);
+    steps->classifier = LinearStep(*weights_->classifier, pooled_, C, sequence_logits_, L, rows, Epilogue::kNone,
+                                   false, low_precision_);
   }
   SequenceSteps& result = *sequence_steps_.emplace(rows, std::move(steps)).first->second;
   for (LinearStep* each : {&result.pooler, &result.classifier}) {
@@ -226,17 +242,27 @@ const InferenceOutputs& InferenceSession::run(const PackedBatch& batch) {
   for (size_t index = 0; index < w.layers.size(); ++index) {
     const EncoderLayerWeights& layer = w.layers[index];
     TokenSteps::Layer& layer_steps = steps.layers[index];
+    if (observer_) {
+      stream_.wait();
+      observe(layer_parameter(static_cast<int64_t>(index), "attention.self"), hidden_, N, C);
+    }
     layer_steps.qkv.run(stream_);
     clock.mark(kQkv);
     kernels::attention_forward(context_, qkv_, offsets_, S, NH, HS, attention_scratch_, attention_scratch_floats_);
     clock.mark(kAttention);
+    if (observer_) observe(layer_parameter(static_cast<int64_t>(index), "attention.output.dense"), context_, N, C);
     layer_steps.attention_out.run(stream_);  // hidden += context Wo^T + bo
     clock.mark(kAttentionOut);
     kernels::layernorm_forward(hidden_, hidden_, layer.attention_norm.gamma.data<float>(),
                                layer.attention_norm.beta.data<float>(), N, C, eps);
     clock.mark(kLayerNorm);
+    if (observer_) observe(layer_parameter(static_cast<int64_t>(index), "intermediate.dense"), hidden_, N, C);
     layer_steps.intermediate.run(stream_);
     clock.mark(kIntermediate);
+    if (observer_) {
+      stream_.wait();
+      observe(layer_parameter(static_cast<int64_t>(index), "output.dense"), intermediate_, N, config.intermediate_size);
+    }
     layer_steps.output.run(stream_);  // hidden += act(...) W2^T + b2
     clock.mark(kOutput);
     kernels::layernorm_forward(hidden_, hidden_, layer.output_norm.gamma.data<float>(),
@@ -250,10 +276,15 @@ const InferenceOutputs& InferenceSession::run(const PackedBatch& batch) {
     SequenceSteps& sequence = sequence_steps(bucket_rows(S));
     kernels::cls_pool(cls_rows_, hidden_, offsets_, S, C);
     if (w.pooler) {
+      if (observer_) observe("pooler.dense", cls_rows_, S, C);
       sequence.pooler.run(stream_);
       outputs_.pooled = Tensor::view(pooled_, {S, C}, DType::kF32, arena_.block());
     }
     if (w.model->head == TaskHead::kSequenceClassification) {
+      if (observer_) {
+        stream_.wait();
+        observe("classifier", pooled_, S, C);
+      }
       sequence.classifier.run(stream_);
       outputs_.logits =
           Tensor::view(sequence_logits_, {S, w.classifier->out_features()}, DType::kF32, arena_.block());
@@ -262,10 +293,12 @@ const InferenceOutputs& InferenceSession::run(const PackedBatch& batch) {
   switch (w.model->head) {
     case TaskHead::kTokenClassification:
     case TaskHead::kQuestionAnswering:
+      if (observer_) observe(w.model->head == TaskHead::kQuestionAnswering ? "qa_outputs" : "classifier", hidden_, N, C);
       steps.classifier.run(stream_);
       outputs_.logits = Tensor::view(token_logits_, {N, w.classifier->out_features()}, DType::kF32, arena_.block());
       break;
     case TaskHead::kMaskedLM:
+      if (observer_) observe("cls.predictions.transform.dense", hidden_, N, C);
       steps.mlm_transform.run(stream_);
       kernels::layernorm_forward(intermediate_, intermediate_, w.mlm_norm.gamma.data<float>(),
                                  w.mlm_norm.beta.data<float>(), N, C, eps);

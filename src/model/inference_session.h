@@ -8,8 +8,10 @@
 // sessions over one InferenceWeights for concurrent instances.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/arena.h"
@@ -57,22 +59,32 @@ class InferenceSession {
   // 1/16 extra rows are computed while few shape classes exist (about 16 per doubling).
   static int64_t bucket_rows(int64_t rows);
 
+  // Calibration and error reports: when set, run() calls the observer with the input rows of every
+  // Linear just before it runs, naming the layer by its PrecisionPlan prefix (x: (rows, width),
+  // contiguous). Unset (the default) costs one branch per layer.
+  using LinearObserver = std::function<void(const std::string& linear, const float* x, int64_t rows, int64_t width)>;
+  void set_linear_observer(LinearObserver observer) { observer_ = std::move(observer); }
+
  private:
+  using Step = kernels::PrecisionLinearStep;
   struct TokenSteps {  // products over the token rows of one bucket
     struct Layer {
-      kernels::LinearStep qkv, attention_out, intermediate, output;
+      Step qkv, attention_out, intermediate, output;
     };
     std::vector<Layer> layers;
-    kernels::LinearStep classifier;     // token classification and QA
-    kernels::LinearStep mlm_transform, mlm_decoder;
+    Step classifier;     // token classification and QA
+    Step mlm_transform, mlm_decoder;
   };
   struct SequenceSteps {  // products over one row per sequence
-    kernels::LinearStep pooler, classifier;
+    Step pooler, classifier;
   };
 
   TokenSteps& token_steps(int64_t rows);
   SequenceSteps& sequence_steps(int64_t rows);
-  void bind_scratchpad(kernels::LinearStep& step);
+  void bind_scratchpad(Step& step);
+  void observe(const std::string& linear, const float* x, int64_t rows, int64_t width) const {
+    if (observer_) observer_(linear, x, rows, width);
+  }
 
   std::shared_ptr<const InferenceWeights> weights_;
   dnnl::stream stream_;
@@ -92,6 +104,10 @@ class InferenceSession {
   int64_t* offsets_ = nullptr;      // (S + 1)
   float* attention_scratch_ = nullptr;
   int64_t attention_scratch_floats_ = 0;
+  // bf16/int8 layers only: their input rows as bf16 or s8 (M, max(C, I)), per-row scales (M) and
+  // int32 products (M, max(3C, I, L)).
+  kernels::LowPrecisionBuffers low_precision_;
+  LinearObserver observer_;
 
   std::shared_ptr<void> scratchpad_;  // oneDNN scratchpad shared by every step (steps run one at a time)
   size_t scratchpad_bytes_ = 0;

@@ -3,7 +3,14 @@
 
 #include <cstring>
 
+#include "quant/recipe.h"
+
 namespace scalebert {
+
+LinearPrecision PrecisionPlan::at(const std::string& prefix) const {
+  auto found = layers.find(prefix);
+  return found == layers.end() ? LinearPrecision{} : found->second;
+}
 
 namespace {
 
@@ -20,13 +27,20 @@ LayerNormWeights layernorm_weights(const ParameterTable& table, const std::strin
   return LayerNormWeights{table.get(prefix + ".weight"), table.get(prefix + ".bias")};
 }
 
-kernels::PackedLinear packed(const ParameterTable& table, const std::string& prefix) {
-  return kernels::PackedLinear(table.get(prefix + ".weight"), table.get(prefix + ".bias"));
+kernels::PrecisionLinear packed(const ParameterTable& table, const std::string& prefix, const PrecisionPlan& plan) {
+  const LinearPrecision precision = plan.at(prefix);
+  return kernels::PrecisionLinear(table.get(prefix + ".weight"), table.get(prefix + ".bias"), precision.precision,
+                                  precision.input_scale);
+}
+
+std::unique_ptr<kernels::PrecisionLinear> packed_unique(const ParameterTable& table, const std::string& prefix,
+                                                        const PrecisionPlan& plan) {
+  return std::make_unique<kernels::PrecisionLinear>(packed(table, prefix, plan));
 }
 
 // Stacks the query, key and value projections into one (3C, C) weight and (3C) bias, so one
 // product computes all three and the attention kernel reads row n as [q | k | v].
-kernels::PackedLinear fused_qkv(const ParameterTable& table, int64_t layer, int64_t C) {
+kernels::PrecisionLinear fused_qkv(const ParameterTable& table, int64_t layer, int64_t C, const PrecisionPlan& plan) {
   Tensor weight = Tensor::empty({3 * C, C}, DType::kF32);
   Tensor bias = Tensor::empty({3 * C}, DType::kF32);
   const char* names[] = {"query", "key", "value"};
@@ -35,12 +49,24 @@ kernels::PackedLinear fused_qkv(const ParameterTable& table, int64_t layer, int6
     std::memcpy(weight.data<float>() + part * C * C, table.get(prefix + ".weight").raw(), C * C * sizeof(float));
     std::memcpy(bias.data<float>() + part * C, table.get(prefix + ".bias").raw(), C * sizeof(float));
   }
-  return kernels::PackedLinear(weight, bias);
+  const LinearPrecision precision = plan.at(layer_parameter(layer, "attention.self"));
+  return kernels::PrecisionLinear(weight, bias, precision.precision, precision.input_scale);
 }
 
 }  // namespace
 
 std::shared_ptr<const InferenceWeights> InferenceWeights::build(std::shared_ptr<const BertModel> model) {
+  PrecisionPlan plan;
+  if (!model->directory.empty()) {
+    if (std::optional<quant::QuantizationRecipe> recipe = quant::read_recipe(model->directory)) {
+      plan = quant::precision_plan(*recipe);
+    }
+  }
+  return build(std::move(model), plan);
+}
+
+std::shared_ptr<const InferenceWeights> InferenceWeights::build(std::shared_ptr<const BertModel> model,
+                                                                const PrecisionPlan& plan) {
   auto weights = std::make_shared<InferenceWeights>();
   const ParameterTable& table = model->parameters;
   const BertConfig& config = model->config;
@@ -53,31 +79,41 @@ std::shared_ptr<const InferenceWeights> InferenceWeights::build(std::shared_ptr<
   weights->layers.reserve(config.num_hidden_layers);
   for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
     weights->layers.push_back(EncoderLayerWeights{
-        fused_qkv(table, layer, C),
-        packed(table, layer_parameter(layer, "attention.output.dense")),
+        fused_qkv(table, layer, C, plan),
+        packed(table, layer_parameter(layer, "attention.output.dense"), plan),
         layernorm_weights(table, layer_parameter(layer, "attention.output.LayerNorm")),
-        packed(table, layer_parameter(layer, "intermediate.dense")),
-        packed(table, layer_parameter(layer, "output.dense")),
+        packed(table, layer_parameter(layer, "intermediate.dense"), plan),
+        packed(table, layer_parameter(layer, "output.dense"), plan),
         layernorm_weights(table, layer_parameter(layer, "output.LayerNorm")),
     });
   }
-  if (model->has_pooler) weights->pooler = std::make_unique<kernels::PackedLinear>(packed(table, "pooler.dense"));
+  if (model->has_pooler) weights->pooler = packed_unique(table, "pooler.dense", plan);
   switch (model->head) {
     case TaskHead::kNone: break;
     case TaskHead::kSequenceClassification:
     case TaskHead::kTokenClassification:
-      weights->classifier = std::make_unique<kernels::PackedLinear>(packed(table, "classifier"));
+      weights->classifier = packed_unique(table, "classifier", plan);
       break;
     case TaskHead::kQuestionAnswering:
-      weights->classifier = std::make_unique<kernels::PackedLinear>(packed(table, "qa_outputs"));
+      weights->classifier = packed_unique(table, "qa_outputs", plan);
       break;
     case TaskHead::kMaskedLM:
-      weights->mlm_transform =
-          std::make_unique<kernels::PackedLinear>(packed(table, "cls.predictions.transform.dense"));
+      weights->mlm_transform = packed_unique(table, "cls.predictions.transform.dense", plan);
       weights->mlm_norm = layernorm_weights(table, "cls.predictions.transform.LayerNorm");
-      weights->mlm_decoder = std::make_unique<kernels::PackedLinear>(
-          table.get("embeddings.word_embeddings.weight"), table.get("cls.predictions.bias"));
+      weights->mlm_decoder = std::make_unique<kernels::PrecisionLinear>(
+          table.get("embeddings.word_embeddings.weight"), table.get("cls.predictions.bias"), kernels::Precision::kF32);
       break;
+  }
+  auto is_low = [](const kernels::PrecisionLinear* linear) {
+    return linear != nullptr && linear->precision() != kernels::Precision::kF32;
+  };
+  for (const EncoderLayerWeights& layer : weights->layers) {
+    for (const kernels::PrecisionLinear* linear : {&layer.qkv, &layer.attention_out, &layer.intermediate, &layer.output}) {
+      weights->low_precision = weights->low_precision || is_low(linear);
+    }
+  }
+  for (const auto* linear : {weights->pooler.get(), weights->classifier.get(), weights->mlm_transform.get()}) {
+    weights->low_precision = weights->low_precision || is_low(linear);
   }
   weights->model = std::move(model);
   return weights;
