@@ -19,6 +19,8 @@ int run_tokenize(std::span<char* const> args);
 int run_embed(std::span<char* const> args);
 int run_classify(std::span<char* const> args);
 int run_search(std::span<char* const> args);
+int run_features(std::span<char* const> args);
+int run_train_head(std::span<char* const> args);
 int run_quantize(std::span<char* const> args);
 int run_serve(std::span<char* const> args);
 

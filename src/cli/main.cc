@@ -34,6 +34,8 @@ constexpr Command kCommands[] = {
     {"classify", scalebert::cli::run_classify, "sequence classification with label probabilities as JSONL"},
     {"search", scalebert::cli::run_search, "semantic search: top-k corpus texts for each query"},
     {"serve", scalebert::cli::run_serve, "KServe v2 inference server over a Triton-style model repository"},
+    {"features", scalebert::cli::run_features, "frozen-encoder features of a dataset, cached on disk"},
+    {"train-head", scalebert::cli::run_train_head, "train an MLP head on cached features (accuracy, macro-F1)"},
     {"data", run_data, "convert the shared datasets; build a WordPiece vocabulary"},
     {"quantize", scalebert::cli::run_quantize, "int8 or bf16 model folder from an f32 one, with an error report"},
     {"ckpt", run_ckpt, "sharded, replicated checkpoint store: save, ls, verify, repair, gc, export"},
