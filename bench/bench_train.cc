@@ -1,0 +1,172 @@
+// Training throughput of a whole step (forward, loss, backward, clipping, AdamW, repacking) for
+// sequence classification: BERT-base (batch 8 x 128 tokens) and a small BERT (4 layers, hidden
+// 256, 4 heads, FFN 1024, batch 32 x 64 tokens). Reports the median step time over the timed
+// steps, sequences/s, the fraction of the GEMM-only limit, and memory.
+//
+// GEMM-only limit: a forward pass of one sequence of T tokens costs
+//   F = 2 * P_lin * T + 4 * L * T^2 * C
+// FLOPs (P_lin: the encoder's Linear weights, L * (4 C^2 + 2 C I); the T^2 term is Q K^T and P V),
+// and a training step about 3 F (backward = two products per forward product). At the machine's
+// measured f32 peak (234 GFLOP/s on 2 threads unless --peak-gflops says otherwise) the fastest
+// possible step is 3 F B / peak; the fraction printed is that time over the measured median.
+// Memory: planned = TrainingGraph::planned_bytes() (activations, planned before the first step)
+// plus parameters, gradients and the two AdamW moments (4 arenas); and the process's max RSS.
+//
+// Usage: bench_train [--model base|small|both] [--steps N] [--threads N] [--peak-gflops G] [--json]
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/threads.h"
+#include "model/bert_model.h"
+#include "train/grad_utils.h"
+#include "train/optimizer.h"
+#include "train/training_graph.h"
+
+using namespace scalebert;
+
+namespace {
+
+struct BenchShape {
+  const char* name;
+  int64_t layers, hidden, heads, intermediate, batch, tokens;
+};
+
+double max_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux: KiB
+}
+
+void run(const BenchShape& shape, int steps, double peak_gflops, bool json) {
+  BertConfig config;
+  config.vocab_size = 30522;
+  config.hidden_size = shape.hidden;
+  config.num_hidden_layers = shape.layers;
+  config.num_attention_heads = shape.heads;
+  config.intermediate_size = shape.intermediate;
+  config.max_position_embeddings = 512;
+  config.id2label = {"negative", "neutral", "positive"};
+  BertModel model = BertModel::create(config, TaskHead::kSequenceClassification, true, 3);
+  // N(0, 0.02) weights, LayerNorm gamma 1 (BERT's init): realistic magnitudes, finite losses.
+  std::mt19937 generator(7);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  for (const ParameterEntry& entry : model.parameters.entries()) {
+    Tensor values = model.parameters.get(entry.name);
+    const bool gamma = entry.name.find("LayerNorm.weight") != std::string::npos;
+    const bool bias = !entry.weight_decay;
+    for (int64_t i = 0; i < values.numel(); ++i) values.data<float>()[i] = gamma ? 1.0f : bias ? 0.0f : normal(generator);
+  }
+  Tensor gradients = model.parameters.make_arena();
+  Tensor values = model.parameters.values();
+  TrainingGraph graph(model, gradients, DropoutRates::from_config(config));
+  train::OptimizerOptions options;
+  train::AdamW optimizer(model.parameters, options);
+
+  const int64_t B = shape.batch, T = shape.tokens;
+  std::uniform_int_distribution<int32_t> token(1000, 29000);
+  std::vector<TrainingBatch> batches(2);
+  for (TrainingBatch& batch : batches) {
+    for (int64_t s = 0; s < B; ++s) {
+      std::vector<int32_t> ids(static_cast<size_t>(T));
+      for (int32_t& id : ids) id = token(generator);
+      ids.front() = 101;
+      ids.back() = 102;
+      batch.tokens.add_sequence(ids);
+      batch.labels.push_back(static_cast<int32_t>(s % 3));
+    }
+  }
+
+  std::vector<double> seconds;
+  double last_loss = 0.0;
+  for (int step = 0; step < steps + 1; ++step) {  // step 0 plans buffers and builds oneDNN steps
+    const auto start = std::chrono::steady_clock::now();
+    train::zero_arena(gradients);
+    last_loss = graph.forward_backward(batches[step % 2], 1.0f, static_cast<uint64_t>(step)).loss;
+    train::clip_grad_norm(model.parameters, gradients, 1.0);
+    optimizer.step(values, gradients, 1e-5);
+    graph.parameters_changed();
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (step > 0) seconds.push_back(elapsed);
+  }
+  std::sort(seconds.begin(), seconds.end());
+  const double median = seconds[seconds.size() / 2];
+  const double C = static_cast<double>(shape.hidden), I = static_cast<double>(shape.intermediate);
+  const double L = static_cast<double>(shape.layers), Td = static_cast<double>(T);
+  const double linear_parameters = L * (4 * C * C + 2 * C * I);
+  const double forward_flops = 2 * linear_parameters * Td + 4 * L * Td * Td * C;  // per sequence
+  const double step_flops = 3 * forward_flops * static_cast<double>(B);
+  const double limit_seconds = step_flops / (peak_gflops * 1e9);
+  const double state_bytes = 4.0 * 4.0 * static_cast<double>(model.parameters.total_elements());
+  const double planned_mib = (static_cast<double>(graph.planned_bytes()) + state_bytes) / (1024.0 * 1024.0);
+  const double sequences_per_second = static_cast<double>(B) / median;
+  if (json) {
+    std::printf("{\"model\": \"%s\", \"batch\": %lld, \"tokens\": %lld, \"threads\": %d, \"steps\": %zu, "
+                "\"median_step_s\": %.4f, \"min_step_s\": %.4f, \"seq_per_s\": %.2f, \"achieved_gflops\": %.1f, "
+                "\"gemm_limit_fraction\": %.3f, \"planned_mib\": %.1f, \"activation_mib\": %.1f, "
+                "\"max_rss_mib\": %.1f, \"loss\": %.4f}\n",
+                shape.name, static_cast<long long>(B), static_cast<long long>(T), num_threads(), seconds.size(),
+                median, seconds.front(), sequences_per_second, step_flops / median / 1e9, limit_seconds / median,
+                planned_mib, static_cast<double>(graph.planned_bytes()) / (1024.0 * 1024.0), max_rss_mib(), last_loss);
+  } else {
+    std::printf("%-6s batch %lld x %lld, %d threads: median step %.3f s (min %.3f, %zu steps) = %.2f seq/s, "
+                "%.1f GFLOP/s = %.0f%% of the GEMM-only limit (%.0f GFLOP/s peak); memory planned %.0f MiB "
+                "(activations %.0f + 4 parameter arenas %.0f), max RSS %.0f MiB; loss %.4f\n",
+                shape.name, static_cast<long long>(B), static_cast<long long>(T), num_threads(), median,
+                seconds.front(), seconds.size(), sequences_per_second, step_flops / median / 1e9,
+                100.0 * limit_seconds / median, peak_gflops, planned_mib,
+                static_cast<double>(graph.planned_bytes()) / (1024.0 * 1024.0), state_bytes / (1024.0 * 1024.0),
+                max_rss_mib(), last_loss);
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string which = "both";
+  int steps = 0;
+  double peak_gflops = 234.0;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "bench_train: %s needs a value\n", arg.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (arg == "--model") {
+      which = value();
+    } else if (arg == "--steps") {
+      steps = std::stoi(value());
+    } else if (arg == "--threads") {
+      set_num_threads(std::stoi(value()));
+    } else if (arg == "--peak-gflops") {
+      peak_gflops = std::stod(value());
+    } else if (arg == "--json") {
+      json = true;
+    } else {
+      std::fprintf(stderr, "usage: bench_train [--model base|small|both] [--steps N] [--threads N] "
+                           "[--peak-gflops G] [--json]\n");
+      return 2;
+    }
+  }
+  const BenchShape base{"base", 12, 768, 12, 3072, 8, 128};
+  const BenchShape small{"small", 4, 256, 4, 1024, 32, 64};
+  try {
+    if (which == "base" || which == "both") run(base, steps > 0 ? steps : 5, peak_gflops, json);
+    if (which == "small" || which == "both") run(small, steps > 0 ? steps : 10, peak_gflops, json);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "bench_train: %s\n", error.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Training throughput of PyTorch 1.13 + transformers on the shapes of bench/bench_train.cc, and the
+ScaleBERT / PyTorch ratio when the ScaleBERT benchmark runs in the same invocation.
+
+A step is what bench_train times: zero_grad, forward of BertForSequenceClassification (dropout on,
+train mode, eager attention), cross-entropy loss, backward, clip_grad_norm_(1.0),
+torch.optim.AdamW step (decay / no-decay groups). Same sizes: BERT-base batch 8 x 128 tokens, and
+a small BERT (4 layers, hidden 256, 4 heads, FFN 1024) batch 32 x 64; median over the timed steps
+after one warm-up step; torch.set_num_threads(2). Memory: getrusage max RSS of this process.
+
+Usage: .venv/bin/python bench/peer_pytorch_train.py [--model base|small|both] [--steps N]
+           [--threads 2] [--bench build/bench/bench_train]   (runs ScaleBERT too and prints ratios)
+"""
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+SHAPES = {
+    "base": dict(layers=12, hidden=768, heads=12, intermediate=3072, batch=8, tokens=128, steps=5),
+    "small": dict(layers=4, hidden=256, heads=4, intermediate=1024, batch=32, tokens=64, steps=10),
+}
+
+
+def bench_pytorch(name, shape, steps):
+    config = BertConfig(vocab_size=30522, hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
+                        num_attention_heads=shape["heads"], intermediate_size=shape["intermediate"],
+                        max_position_embeddings=512, num_labels=3, attn_implementation="eager")
+    torch.manual_seed(7)
+    model = BertForSequenceClassification(config).train()
+    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=1e-5)
+    B, T = shape["batch"], shape["tokens"]
+    batches = []
+    for _ in range(2):
+        ids = torch.randint(1000, 29000, (B, T))
+        ids[:, 0], ids[:, -1] = 101, 102
+        batches.append(dict(input_ids=ids, attention_mask=torch.ones(B, T, dtype=torch.long),
+                            token_type_ids=torch.zeros(B, T, dtype=torch.long),
+                            labels=torch.arange(B) % 3))
+    times = []
+    for step in range(steps + 1):
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        loss = model(**batches[step % 2]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        elapsed = time.perf_counter() - start
+        if step > 0:
+            times.append(elapsed)
+    median = statistics.median(times)
+    return {"model": name, "batch": B, "tokens": T, "threads": torch.get_num_threads(), "steps": len(times),
+            "median_step_s": median, "min_step_s": min(times), "seq_per_s": B / median,
+            "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "loss": loss.item()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["base", "small", "both"], default="both")
+    parser.add_argument("--steps", type=int, default=0, help="timed steps (default 5 base, 10 small)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bench", help="path of bench_train: run it too, and print the ratio")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    names = ["base", "small"] if args.model == "both" else [args.model]
+    for name in names:
+        steps = args.steps or SHAPES[name]["steps"]
+        ours = None
+        if args.bench:
+            output = subprocess.run([args.bench, "--model", name, "--steps", str(steps), "--threads",
+                                     str(args.threads), "--json"], check=True, capture_output=True, text=True).stdout
+            ours = json.loads(output.strip().splitlines()[-1])
+            print("scalebert", json.dumps(ours))
+        peer = bench_pytorch(name, SHAPES[name], steps)
+        print("pytorch  ", json.dumps(peer))
+        if ours:
+            print(f"{name}: ScaleBERT {ours['seq_per_s']:.2f} seq/s, PyTorch {peer['seq_per_s']:.2f} seq/s, "
+                  f"ratio {ours['seq_per_s'] / peer['seq_per_s']:.2f}x; ScaleBERT at "
+                  f"{100 * ours['gemm_limit_fraction']:.0f}% of the GEMM-only limit; max RSS "
+                  f"{ours['max_rss_mib']:.0f} MiB vs {peer['max_rss_mib']:.0f} MiB (PyTorch process incl. both models "
+                  f"when run in sequence)")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
