@@ -65,6 +65,7 @@ std::shared_ptr<ServedModel> ServedModel::load(const ModelConfig& config, int64_
 }
 
 ServedModel::~ServedModel() {
+  if (batcher_ == nullptr) return;  // load failed before the batcher existed
   batcher_->shutdown();  // queued requests still run: nothing admitted is dropped
   for (std::thread& instance : instances_) instance.join();
 }

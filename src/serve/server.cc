@@ -195,8 +195,16 @@ void InferenceServer::add_routes() {
   });
 }
 
+// SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, with which a second server on the
+// same port binds without error and silently takes half of the connections.
+static void exclusive_port(socket_t socket) {
+  int yes = 1;
+  setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+}
+
 void InferenceServer::start() {
   http_ = std::make_unique<httplib::Server>();
+  http_->set_socket_options(exclusive_port);
   const int threads = options_.http_threads;
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   http_->set_payload_max_length(options_.max_body_bytes);
@@ -217,6 +225,7 @@ void InferenceServer::start() {
   }
   if (options_.metrics_port >= 0) {
     metrics_ = std::make_unique<httplib::Server>();
+    metrics_->set_socket_options(exclusive_port);
     metrics_->new_task_queue = [] { return new httplib::ThreadPool(2); };
     metrics_->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
       response.set_content(metrics_text(), "text/plain; version=0.0.4");
