@@ -16,6 +16,7 @@
 #include "kernels/cpu/softmax.h"
 #include "model/inference_weights.h"
 #include "model/packed_batch.h"
+#include "quant/quantized_model.h"
 
 namespace scalebert::pipeline {
 
@@ -136,7 +137,8 @@ std::unique_ptr<TextPipeline> TextPipeline::load(const std::filesystem::path& di
   std::unique_ptr<TextPipeline> pipeline(new TextPipeline());
   pipeline->options_ = std::move(options);
   pipeline->tokenizer_ = text::BertTokenizer::from_model_dir(directory);
-  pipeline->model_ = std::make_shared<const BertModel>(BertModel::load(directory, pipeline->options_.head));
+  // quant::load_model also reads int8 folders (dequantizing; InferenceWeights repacks them per the recipe).
+  pipeline->model_ = std::make_shared<const BertModel>(quant::load_model(directory, pipeline->options_.head));
   const BertConfig& config = pipeline->model_->config;
   check<FormatError>(pipeline->tokenizer_->vocab().size() <= config.vocab_size, directory.string(),
                      ": the tokenizer's vocabulary has ", pipeline->tokenizer_->vocab().size(),
