@@ -150,8 +150,8 @@ void assign(TrainConfig& config, const Field& field, const Json& value, const st
           if (!value.is_number_integer()) throw type_error();
           config.*member = value.get<int64_t>();
         } else if constexpr (std::is_same_v<T, uint64_t>) {
-          if (!value.is_number_integer() || (value.is_number_integer() && !value.is_number_unsigned() &&
-                                             value.get<int64_t>() < 0)) {
+          // A non-negative integer (parsed text gives unsigned, JSON built in code may give signed).
+          if (!value.is_number_integer() || (!value.is_number_unsigned() && value.get<int64_t>() < 0)) {
             throw type_error();
           }
           config.*member = value.get<uint64_t>();
