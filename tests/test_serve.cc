@@ -125,6 +125,7 @@ class Client {
     client_.set_connection_timeout(5);
     client_.set_read_timeout(20);
     client_.set_write_timeout(5);
+    client_.set_tcp_nodelay(true);
   }
   Reply get(const std::string& path) { return wrap(client_.Get(path)); }
   Reply post(const std::string& path, const std::string& body, httplib::Headers headers = {},

@@ -52,6 +52,14 @@ httplib::Server::Handler guarded(Body body) {
   };
 }
 
+// httplib listens with a backlog of 5: a burst of new connections (32 clients starting at once)
+// overflows it, and each dropped SYN costs the client a 1 s retransmission. Linux lets listen()
+// be called again on a listening socket to raise the backlog.
+class HttpServer : public httplib::Server {
+ public:
+  void raise_backlog(int backlog) { ::listen(svr_sock_, backlog); }
+};
+
 constexpr const char* kModelPath = R"(/v2/models/([^/]+)(?:/versions/([0-9]{1,18}))?)";
 
 }  // namespace
@@ -203,7 +211,7 @@ static void exclusive_port(socket_t socket) {
 }
 
 void InferenceServer::start() {
-  http_ = std::make_unique<httplib::Server>();
+  http_ = std::make_unique<HttpServer>();
   http_->set_socket_options(exclusive_port);
   const int threads = options_.http_threads;
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
@@ -223,6 +231,7 @@ void InferenceServer::start() {
                    options_.http_port, " (in use?)");
     http_port_ = options_.http_port;
   }
+  static_cast<HttpServer&>(*http_).raise_backlog(1024);
   if (options_.metrics_port >= 0) {
     metrics_ = std::make_unique<httplib::Server>();
     metrics_->set_socket_options(exclusive_port);
