@@ -513,6 +513,19 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
   const int64_t M = InferenceSession::bucket_rows(N);
   TokenSteps& steps = token_steps(M);
   std::memcpy(b.offsets, tokens.sequence_offsets.data(), (S + 1) * sizeof(int64_t));
+  if (train) {
+    // Gradient rows past the real tokens (and sequences) are read by the bucket-sized products: a
+    // larger earlier batch of the same bucket left values there, so clear them (see the header).
+    for (auto [buffer, width] : {std::pair<float*, int64_t>{b.d_x, C}, {b.d_temp, C}, {b.d_ff, I}, {b.d_qkv, 3 * C},
+                                 {b.d_context, C}, {b.d_token_logits, classifier_ ? classifier_->out_features() : 0}}) {
+      std::memset(buffer + N * width, 0, static_cast<size_t>((M - N) * width) * sizeof(float));
+    }
+    const int64_t S_bucket = InferenceSession::bucket_rows(S);
+    for (auto [buffer, width] : {std::pair<float*, int64_t>{b.d_pooled, C}, {b.d_cls, C},
+                                 {b.d_sequence_logits, classifier_ ? classifier_->out_features() : 0}}) {
+      std::memset(buffer + S * width, 0, static_cast<size_t>((S_bucket - S) * width) * sizeof(float));
+    }
+  }
   uint64_t offset = 0;  // dropout counter: every site draws its own index range
   const int64_t probs_floats = kernels::attention_probs_floats(b.offsets, S, NH);
 
