@@ -9,6 +9,7 @@
 
 #include "cli/cmd_ckpt.h"
 #include "cli/cmd_data.h"
+#include "cli/cmd_train.h"
 #include "cli/common.h"
 
 namespace {
@@ -19,6 +20,9 @@ int run_ckpt(std::span<char* const> args) {
 }
 int run_data(std::span<char* const> args) {
   return scalebert::cli::run_data_command(std::vector<std::string>(args.begin(), args.end()));
+}
+int run_train(std::span<char* const> args) {
+  return scalebert::cli::run_train_command(std::vector<std::string>(args.begin(), args.end()));
 }
 
 struct Command {
@@ -36,6 +40,7 @@ constexpr Command kCommands[] = {
     {"serve", scalebert::cli::run_serve, "KServe v2 inference server over a Triton-style model repository"},
     {"features", scalebert::cli::run_features, "frozen-encoder features of a dataset, cached on disk"},
     {"train-head", scalebert::cli::run_train_head, "train an MLP head on cached features (accuracy, macro-F1)"},
+    {"train", run_train, "fine-tune or pretrain: classification, ner, qa, mlm (config file and flags)"},
     {"data", run_data, "convert the shared datasets; build a WordPiece vocabulary"},
     {"quantize", scalebert::cli::run_quantize, "int8 or bf16 model folder from an f32 one, with an error report"},
     {"ckpt", run_ckpt, "sharded, replicated checkpoint store: save, ls, verify, repair, gc, export"},
