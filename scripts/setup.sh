@@ -31,9 +31,10 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv on /usr/bin/python3 with system site packages" >&2
   /usr/bin/python3 -m venv --system-site-packages .venv
 fi
-# transformers 4.46 is the last line that runs on PyTorch 1.13 (Debian 12's python3-torch).
-pip_packages=("tokenizers" "safetensors" "transformers>=4.40,<4.47")
-if ! .venv/bin/python -c "import tokenizers, safetensors, transformers" 2>/dev/null; then
+# transformers 4.46 is the last line that runs on PyTorch 1.13 (Debian 12's python3-torch);
+# tritonclient is the standard KServe v2 client the server's conformance test drives unchanged.
+pip_packages=("tokenizers" "safetensors" "transformers>=4.40,<4.47" "tritonclient[http]")
+if ! .venv/bin/python -c "import tokenizers, safetensors, transformers, tritonclient.http" 2>/dev/null; then
   echo "setup: installing PyPI packages: ${pip_packages[*]}" >&2
   .venv/bin/pip install -q "${pip_packages[@]}"
 fi
