@@ -14,6 +14,7 @@
 //
 // Usage: bench_train [--model base|small|both] [--steps N] [--threads N] [--peak-gflops G] [--json]
 #include <sys/resource.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -37,6 +38,14 @@ struct BenchShape {
   const char* name;
   int64_t layers, hidden, heads, intermediate, batch, tokens;
 };
+
+// Process CPU time (all threads): on a shared machine the wall time includes waiting for a core;
+// CPU time per step over the threads used is what the step would take with the cores to itself.
+double cpu_seconds() {
+  timespec now{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
+}
 
 double max_rss_mib() {
   rusage usage{};
@@ -83,20 +92,25 @@ void run(const BenchShape& shape, int steps, double peak_gflops, bool json) {
     }
   }
 
-  std::vector<double> seconds;
+  std::vector<double> seconds, cpu;
   double last_loss = 0.0;
   for (int step = 0; step < steps + 1; ++step) {  // step 0 plans buffers and builds oneDNN steps
     const auto start = std::chrono::steady_clock::now();
+    const double cpu_start = cpu_seconds();
     train::zero_arena(gradients);
     last_loss = graph.forward_backward(batches[step % 2], 1.0f, static_cast<uint64_t>(step)).loss;
     train::clip_grad_norm(model.parameters, gradients, 1.0);
     optimizer.step(values, gradients, 1e-5);
     graph.parameters_changed();
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (step > 0) seconds.push_back(elapsed);
+    if (step > 0) seconds.push_back(elapsed), cpu.push_back(cpu_seconds() - cpu_start);
   }
   std::sort(seconds.begin(), seconds.end());
+  std::sort(cpu.begin(), cpu.end());
   const double median = seconds[seconds.size() / 2];
+  // CPU seconds per step spread over the threads: the step time on an idle machine (oneDNN and
+  // OpenMP threads spin briefly, so this is an upper bound of the idle-machine time).
+  const double cpu_median = cpu[cpu.size() / 2] / static_cast<double>(num_threads());
   const double C = static_cast<double>(shape.hidden), I = static_cast<double>(shape.intermediate);
   const double L = static_cast<double>(shape.layers), Td = static_cast<double>(T);
   const double linear_parameters = L * (4 * C * C + 2 * C * I);
@@ -110,19 +124,23 @@ void run(const BenchShape& shape, int steps, double peak_gflops, bool json) {
     std::printf("{\"model\": \"%s\", \"batch\": %lld, \"tokens\": %lld, \"threads\": %d, \"steps\": %zu, "
                 "\"median_step_s\": %.4f, \"min_step_s\": %.4f, \"seq_per_s\": %.2f, \"achieved_gflops\": %.1f, "
                 "\"gemm_limit_fraction\": %.3f, \"planned_mib\": %.1f, \"activation_mib\": %.1f, "
-                "\"max_rss_mib\": %.1f, \"loss\": %.4f}\n",
+                "\"max_rss_mib\": %.1f, \"loss\": %.4f, \"cpu_step_s\": %.4f, \"cpu_seq_per_s\": %.2f, "
+                "\"cpu_gemm_limit_fraction\": %.3f}\n",
                 shape.name, static_cast<long long>(B), static_cast<long long>(T), num_threads(), seconds.size(),
                 median, seconds.front(), sequences_per_second, step_flops / median / 1e9, limit_seconds / median,
-                planned_mib, static_cast<double>(graph.planned_bytes()) / (1024.0 * 1024.0), max_rss_mib(), last_loss);
+                planned_mib, static_cast<double>(graph.planned_bytes()) / (1024.0 * 1024.0), max_rss_mib(), last_loss,
+                cpu_median, static_cast<double>(B) / cpu_median, limit_seconds / cpu_median);
   } else {
     std::printf("%-6s batch %lld x %lld, %d threads: median step %.3f s (min %.3f, %zu steps) = %.2f seq/s, "
                 "%.1f GFLOP/s = %.0f%% of the GEMM-only limit (%.0f GFLOP/s peak); memory planned %.0f MiB "
-                "(activations %.0f + 4 parameter arenas %.0f), max RSS %.0f MiB; loss %.4f\n",
+                "(activations %.0f + 4 parameter arenas %.0f), max RSS %.0f MiB; loss %.4f; by CPU time per thread "
+                "%.3f s = %.2f seq/s = %.0f%% of the limit\n",
                 shape.name, static_cast<long long>(B), static_cast<long long>(T), num_threads(), median,
                 seconds.front(), seconds.size(), sequences_per_second, step_flops / median / 1e9,
                 100.0 * limit_seconds / median, peak_gflops, planned_mib,
                 static_cast<double>(graph.planned_bytes()) / (1024.0 * 1024.0), state_bytes / (1024.0 * 1024.0),
-                max_rss_mib(), last_loss);
+                max_rss_mib(), last_loss, cpu_median, static_cast<double>(B) / cpu_median,
+                100.0 * limit_seconds / cpu_median);
   }
   std::fflush(stdout);
 }

@@ -47,7 +47,8 @@ nlohmann::json MlpHeadConfig::to_json() const {
           {"hidden", hidden},
           {"num_classes", num_classes},
           {"activation", std::string(head_activation_name(activation))},
-          {"dropout", dropout}};
+          // The float's shortest decimal (0.1, not 0.10000000149...).
+          {"dropout", std::round(static_cast<double>(dropout) * 1e6) / 1e6}};
 }
 
 MlpHeadConfig MlpHeadConfig::from_json(const nlohmann::json& json) {
