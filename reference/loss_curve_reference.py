@@ -38,6 +38,7 @@ from transformers import BertForMaskedLM, BertForSequenceClassification
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from optimizer_reference import make_lamb_class  # noqa: E402  (the one torch LAMB of the project)
+from train_reference import padded_batch  # noqa: E402  (the same batches as the one-step gradients)
 
 CLS_ID, SEP_ID, MASK_ID = 6, 7, 8
 STEPS = 20
@@ -49,22 +50,6 @@ OPTIMIZERS = {
     "adamw": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8),
     "lamb": dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-6),
 }
-
-
-def padded_batch(generator, lengths, vocab_size):
-    """Random ids with [CLS] ... [SEP], right-padded; the second half of row 1 is segment 1."""
-    B, T = len(lengths), max(lengths)
-    input_ids = torch.zeros(B, T, dtype=torch.long)
-    attention_mask = torch.zeros(B, T, dtype=torch.long)
-    token_type_ids = torch.zeros(B, T, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        input_ids[row, :length] = torch.randint(9, vocab_size, (length,), generator=generator)
-        input_ids[row, 0] = CLS_ID
-        input_ids[row, length - 1] = SEP_ID
-        attention_mask[row, :length] = 1
-        if row == 1:
-            token_type_ids[row, length // 2:length] = 1
-    return input_ids, attention_mask, token_type_ids
 
 
 def sequence_labels(generator, input_ids, attention_mask, config):
