@@ -18,6 +18,8 @@ using namespace scalebert;
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
+using scalebert::testing::expect_error;
+
 namespace {
 
 // The smallest config that describes a model: the required keys only.
@@ -29,24 +31,6 @@ Json minimal() {
 Json with(Json json, const std::string& key, Json value) {
   json[key] = std::move(value);
   return json;
-}
-
-template <typename ErrorType>
-void expect_error(const std::function<void()>& action, const std::vector<std::string>& fragments) {
-  try {
-    action();
-  } catch (const ErrorType& error) {
-    std::string message = error.what();
-    for (const std::string& fragment : fragments) {
-      EXPECT_NE(message.find(fragment), std::string::npos)
-          << "message \"" << message << "\" lacks \"" << fragment << "\"";
-    }
-    return;
-  } catch (const std::exception& error) {
-    ADD_FAILURE() << "wrong exception type: " << error.what();
-    return;
-  }
-  ADD_FAILURE() << "no exception thrown; expected one mentioning " << fragments.at(0);
 }
 
 // Parses `json` with source "test.json" and expects ErrorType naming the source and `fragments`.

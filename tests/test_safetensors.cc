@@ -22,6 +22,8 @@
 using namespace scalebert;
 namespace fs = std::filesystem;
 
+using scalebert::testing::expect_error;
+
 namespace {
 
 // A fresh directory per test, removed afterwards.
@@ -49,26 +51,6 @@ class TempDir : public ::testing::Test {
 
   fs::path dir_;
 };
-
-// Runs `action`, requires it to throw exactly ErrorType (or a subclass) and the message to
-// contain every one of `fragments`.
-template <typename ErrorType>
-void expect_error(const std::function<void()>& action, const std::vector<std::string>& fragments) {
-  try {
-    action();
-  } catch (const ErrorType& error) {
-    std::string message = error.what();
-    for (const std::string& fragment : fragments) {
-      EXPECT_NE(message.find(fragment), std::string::npos)
-          << "message \"" << message << "\" lacks \"" << fragment << "\"";
-    }
-    return;
-  } catch (const std::exception& error) {
-    ADD_FAILURE() << "wrong exception type: " << error.what();
-    return;
-  }
-  ADD_FAILURE() << "no exception thrown; expected one mentioning " << fragments.at(0);
-}
 
 Tensor filled(Shape shape, DType dtype, int seed) {
   Tensor tensor = Tensor::empty(std::move(shape), dtype);

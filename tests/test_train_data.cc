@@ -27,6 +27,8 @@
 #include "train/wordpiece_trainer.h"
 
 namespace scalebert::train::data {
+using scalebert::testing::expect_error;
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -64,20 +66,6 @@ class TempDir {
  private:
   fs::path path_;
 };
-
-// Runs `body`, expecting an exception of type E whose message contains every fragment.
-template <typename E, typename Body>
-void expect_error(Body body, const std::vector<std::string>& fragments) {
-  try {
-    body();
-    ADD_FAILURE() << "no exception; expected one containing '" << fragments.front() << "'";
-  } catch (const E& error) {
-    for (const std::string& fragment : fragments) {
-      EXPECT_NE(std::string(error.what()).find(fragment), std::string::npos)
-          << "message '" << error.what() << "' lacks '" << fragment << "'";
-    }
-  }
-}
 
 class TrainData : public ::testing::Test {
  protected:
