@@ -26,9 +26,12 @@ const char* const kEpilog =
     "  scalebert train --config examples/train_classification.json\n"
     "  scalebert train --model minilm --task classification --train-file train.csv --eval-file valid.csv \\\n"
     "                  --output-dir runs/tweets --epochs 3 --learning-rate 5e-5 --eval-steps 200\n"
-    "  scalebert train --config run.json --resume auto      (continue after Ctrl-C or a crash)\n\n"
+    "  scalebert train --config run.json --resume auto      (continue after Ctrl-C or a crash)\n"
+    "  scalebert train --config run.json --store-roots /d0/ckpt,/d1/ckpt,/d2/ckpt --store-replicas 2\n"
+    "                  [--resume store]                     (also save every checkpoint to a replicated store)\n\n"
     "outputs in output_dir: checkpoint-last/ and checkpoint-best/ (Hugging Face model folders with\n"
-    "trainer_state.json), metrics.jsonl, tensorboard/ (tensorboard --logdir <output_dir>/tensorboard).\n"
+    "trainer_state.json), metrics.jsonl, tensorboard/ (tensorboard --logdir <output_dir>/tensorboard);\n"
+    "with --store-roots each checkpoint is also a new store version (scalebert ckpt ls --roots ...).\n"
     "exit codes: 0 finished, 1 error, 2 usage error, 130 stopped by Ctrl-C after saving checkpoint-last.";
 
 const char* metavar(ConfigValueKind kind) {
@@ -196,8 +199,17 @@ int run_train_command(const std::vector<std::string>& args) {
                 static_cast<long long>(result.best_step), result.best_checkpoint.c_str());
   }
   std::printf("last: %s\n", result.last_checkpoint.c_str());
+  if (result.last_store_version > 0 || result.best_store_version > 0) {
+    std::printf("store: last version %llu, best version %llu%s\n",
+                static_cast<unsigned long long>(result.last_store_version),
+                static_cast<unsigned long long>(result.best_store_version),
+                result.resumed_from_store_version > 0
+                    ? str_cat(" (resumed from version ", result.resumed_from_store_version, ")").c_str()
+                    : "");
+  }
   if (!result.completed && train::stop_requested()) {
-    std::fprintf(stderr, "train: interrupted; resume with --resume auto (same config)\n");
+    std::fprintf(stderr, "train: interrupted; resume with --resume auto%s (same config)\n",
+                 config.store_roots.empty() ? "" : " or --resume store");
     return 130;
   }
   return 0;

@@ -10,11 +10,13 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <system_error>
 
 #include "core/error.h"
 #include "io/file_util.h"
 #include "io/safetensors.h"
+#include "io/store/model_checkpoint.h"
 
 namespace scalebert::train {
 
@@ -49,6 +51,51 @@ T get_key(const Json& json, const char* key, const std::string& source) {
 }
 
 std::string error_text(int error) { return std::strerror(error); }
+
+// The tokenizer files a checkpoint carries (vocab.txt must exist), as (name, contents).
+std::vector<std::pair<std::string, std::string>> tokenizer_files(const fs::path& tokenizer_dir) {
+  check<IoError>(fs::exists(tokenizer_dir / "vocab.txt"), "no vocab.txt in ", tokenizer_dir.string(),
+                 " to copy into the checkpoint");
+  std::vector<std::pair<std::string, std::string>> files;
+  for (const char* name : {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"}) {
+    if (fs::exists(tokenizer_dir / name)) files.emplace_back(name, read_file(tokenizer_dir / name));
+  }
+  return files;
+}
+
+// optimizer.safetensors' metadata: algorithm, step and hyperparameters (for the record).
+std::map<std::string, std::string> optimizer_metadata(const OptimizerState& state) {
+  return {{"algorithm", state.algorithm},
+          {"step", std::to_string(state.step)},
+          {"hyperparameters", Json(state.hyperparameters).dump()}};
+}
+
+// The step and algorithm from that metadata (`source` names where it came from in errors).
+void read_optimizer_metadata(const std::map<std::string, std::string>& metadata, const std::string& source,
+                             OptimizerState& state) {
+  auto value = [&](const char* key) {
+    auto found = metadata.find(key);
+    check<FormatError>(found != metadata.end(), source, ": metadata lacks \"", key, "\"");
+    return found->second;
+  };
+  state.algorithm = value("algorithm");
+  const std::string step = value("step");
+  try {
+    size_t used = 0;
+    state.step = std::stoll(step, &used);
+    check<FormatError>(used == step.size(), source, ": metadata step \"", step, "\" is not an integer");
+  } catch (const std::logic_error&) {
+    throw FormatError(str_cat(source, ": metadata step \"", step, "\" is not an integer"));
+  }
+}
+
+void set_optimizer_state(Optimizer& optimizer, const OptimizerState& state, const std::string& source) {
+  try {
+    optimizer.set_state(state);
+  } catch (const InvalidArgument& error) {
+    throw InvalidArgument(str_cat(source, ": ", error.what()));
+  }
+}
 
 fs::path sibling(const fs::path& directory, const std::string& suffix) {
   return directory.parent_path() / str_cat(".", directory.filename().string(), suffix);
@@ -153,18 +200,22 @@ std::string hf_state_dict_name(TaskHead head, const std::string& name) {
   return "bert." + name;
 }
 
-void write_model_folder(const fs::path& directory, const BertModel& model, const std::vector<std::string>& labels,
-                        const fs::path& tokenizer_dir) {
+BertConfig checkpoint_config(const BertModel& model, const std::vector<std::string>& labels) {
   BertConfig config = model.config;
   if (model.head == TaskHead::kSequenceClassification || model.head == TaskHead::kTokenClassification) {
-    check(static_cast<int64_t>(labels.size()) == model.num_labels, "write_model_folder: ", labels.size(),
+    check(static_cast<int64_t>(labels.size()) == model.num_labels, "checkpoint config: ", labels.size(),
           " label names for a head of ", model.num_labels, " outputs");
     config.id2label = labels;
   } else {
     config.id2label.clear();
   }
   config.architectures = {architecture_for(model.head)};
-  config.save(directory / "config.json");
+  return config;
+}
+
+void write_model_folder(const fs::path& directory, const BertModel& model, const std::vector<std::string>& labels,
+                        const fs::path& tokenizer_dir) {
+  checkpoint_config(model, labels).save(directory / "config.json");
 
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const ParameterEntry& entry : model.parameters.entries()) {
@@ -173,11 +224,7 @@ void write_model_folder(const fs::path& directory, const BertModel& model, const
   // transformers refuses a safetensors file whose metadata lacks format "pt".
   save_safetensors(directory / kModelWeightsFile, tensors, {{"format", "pt"}});
 
-  check<IoError>(fs::exists(tokenizer_dir / "vocab.txt"), "no vocab.txt in ", tokenizer_dir.string(),
-                 " to copy into the checkpoint");
-  for (const char* name : {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"}) {
-    if (fs::exists(tokenizer_dir / name)) write_file_atomic(directory / name, read_file(tokenizer_dir / name));
-  }
+  for (const auto& [name, contents] : tokenizer_files(tokenizer_dir)) write_file_atomic(directory / name, contents);
 }
 
 void write_trainer_state(const fs::path& directory, const TrainerState& state) {
@@ -198,35 +245,93 @@ TrainerState read_trainer_state(const fs::path& checkpoint) {
 
 void write_optimizer_state(const fs::path& directory, const Optimizer& optimizer) {
   const OptimizerState state = optimizer.get_state();
-  Json hyperparameters(state.hyperparameters);
-  save_safetensors(directory / kOptimizerStateFile, state.tensors,
-                   {{"algorithm", state.algorithm},
-                    {"step", std::to_string(state.step)},
-                    {"hyperparameters", hyperparameters.dump()}});
+  save_safetensors(directory / kOptimizerStateFile, state.tensors, optimizer_metadata(state));
 }
 
 void read_optimizer_state(const fs::path& directory, Optimizer& optimizer) {
   const fs::path path = directory / kOptimizerStateFile;
   const SafetensorsFile file = SafetensorsFile::open(path);
   OptimizerState state;
-  auto metadata = [&](const char* key) {
-    auto found = file.metadata().find(key);
-    check<FormatError>(found != file.metadata().end(), path.string(), ": metadata lacks \"", key, "\"");
-    return found->second;
-  };
-  state.algorithm = metadata("algorithm");
-  const std::string step = metadata("step");
-  try {
-    state.step = std::stoll(step);
-  } catch (const std::exception&) {
-    throw FormatError(str_cat(path.string(), ": metadata step \"", step, "\" is not an integer"));
-  }
+  read_optimizer_metadata(file.metadata(), path.string(), state);
   for (const std::string& name : file.names()) state.tensors.emplace_back(name, file.tensor(name));
-  try {
-    optimizer.set_state(state);
-  } catch (const InvalidArgument& error) {
-    throw InvalidArgument(str_cat(path.string(), ": ", error.what()));
+  set_optimizer_state(optimizer, state, path.string());
+}
+
+store::SaveResult save_training_version(store::CheckpointStore& store, const store::SaveOptions& options,
+                                        const BertModel& model, const std::vector<std::string>& labels,
+                                        const fs::path& tokenizer_dir, const TrainerState& state,
+                                        const Optimizer* optimizer, const Json& train_config, std::string_view role) {
+  const BertConfig config = checkpoint_config(model, labels);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const ParameterEntry& entry : model.parameters.entries()) {
+    tensors.emplace_back(hf_state_dict_name(model.head, entry.name), model.parameters.get(entry.name));
   }
+  Json metadata = {{"kind", "bert"},
+                   {"config", config.to_json()},
+                   {"head", std::string(task_head_name(model.head))},
+                   {"safetensors_metadata", {{"format", "pt"}}},
+                   {"extra", {{"producer", "scalebert train"}, {"role", std::string(role)}, {"step", state.global_step}}}};
+  if (optimizer != nullptr) {
+    // Views into the live moment arenas: the save writes them before the next step can run.
+    const OptimizerState optimizer_state = optimizer->get_state();
+    for (const auto& [name, tensor] : optimizer_state.tensors) {
+      tensors.emplace_back(str_cat(store::kOptimizerTensorPrefix, name), tensor);
+    }
+    metadata["optimizer"] = optimizer_metadata(optimizer_state);
+  }
+  std::vector<store::SideFile> files = {{"config.json", config.to_json().dump(2) + "\n"}};
+  for (auto& [name, contents] : tokenizer_files(tokenizer_dir)) files.push_back({name, std::move(contents)});
+  files.push_back({kTrainerStateFile, state.to_json().dump(2) + "\n"});
+  files.push_back({"train_config.json", train_config.dump(2) + "\n"});
+  return store.save(tensors, metadata, options, files);
+}
+
+bool is_resumable_version(const store::Manifest& manifest) {
+  const Json& metadata = manifest.metadata;
+  if (!metadata.is_object() || !metadata.contains("optimizer") || !metadata.contains("extra")) return false;
+  const Json& extra = metadata.at("extra");
+  return extra.is_object() && extra.value("role", std::string()) == kStoreRoleLast;
+}
+
+std::optional<uint64_t> find_resumable_version(const store::CheckpointStore& store) {
+  const std::optional<uint64_t> latest = store.latest();
+  if (!latest) return std::nullopt;
+  std::vector<store::VersionInfo> versions = store.versions();
+  for (auto info = versions.rbegin(); info != versions.rend(); ++info) {
+    if (info->version > *latest || !info->committed || !info->manifest) continue;
+    if (is_resumable_version(*info->manifest)) return info->version;
+  }
+  return std::nullopt;
+}
+
+TrainerState read_trainer_state(const store::Checkpoint& checkpoint, const std::string& source) {
+  const std::string where = str_cat(source, " ", kTrainerStateFile);
+  check<FormatError>(checkpoint.has_file(kTrainerStateFile), source, ": no ", kTrainerStateFile,
+                     " (not a trainer checkpoint)");
+  Json json;
+  try {
+    json = Json::parse(checkpoint.file(kTrainerStateFile));
+  } catch (const Json::exception& error) {
+    throw FormatError(str_cat(where, ": not valid JSON: ", error.what()));
+  }
+  return TrainerState::from_json(json, where);
+}
+
+void read_optimizer_state(const store::Checkpoint& checkpoint, Optimizer& optimizer, const std::string& source) {
+  const Json& metadata = checkpoint.metadata();
+  check<FormatError>(metadata.is_object() && metadata.contains("optimizer") && metadata.at("optimizer").is_object(),
+                     source, ": no optimizer state (a best-model version?)");
+  std::map<std::string, std::string> values;
+  for (const auto& [key, value] : metadata.at("optimizer").items()) {
+    if (value.is_string()) values[key] = value.get<std::string>();
+  }
+  OptimizerState state;
+  read_optimizer_metadata(values, source + " optimizer metadata", state);
+  for (const std::string& name : checkpoint.names()) {
+    if (name.rfind(store::kOptimizerTensorPrefix, 0) != 0) continue;
+    state.tensors.emplace_back(name.substr(store::kOptimizerTensorPrefix.size()), checkpoint.tensor(name));
+  }
+  set_optimizer_state(optimizer, state, source);
 }
 
 CheckpointWriter::CheckpointWriter(fs::path final_directory) : final_(std::move(final_directory)) {

@@ -4,16 +4,27 @@
 // optimizer.safetensors (the moments by parameter name, so any world size can resume). A folder
 // is written beside its final name and swapped in with one atomic rename, so a crash leaves either
 // the previous checkpoint or the new one, never a mix.
+//
+// The same checkpoint as a version of a checkpoint store (io/store, docs/checkpoint_store.md):
+// tensors = every parameter under its state-dict name plus the optimizer moments as
+// "optimizer/<name>.exp_avg|.exp_avg_sq"; side files = config.json, the tokenizer files,
+// trainer_state.json, train_config.json; metadata = {"kind": "bert", "config", "head",
+// "safetensors_metadata": {"format": "pt"}, "optimizer": {algorithm, step, hyperparameters},
+// "extra": {"producer": "scalebert train", "role": "last"|"best", "step": N}}. `scalebert ckpt
+// export` of such a version is a checkpoint folder as above.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "io/store/store.h"
 #include "model/bert_model.h"
 #include "train/data/order.h"
 #include "train/optimizer.h"
@@ -68,6 +79,11 @@ std::string hf_state_dict_name(TaskHead head, const std::string& name);
 void write_model_folder(const std::filesystem::path& directory, const BertModel& model,
                         const std::vector<std::string>& labels, const std::filesystem::path& tokenizer_dir);
 
+// The config.json a checkpoint carries: the model's config with id2label = labels (classification
+// and ner heads; InvalidArgument when the count differs from the head's outputs) and the head's
+// transformers architecture.
+BertConfig checkpoint_config(const BertModel& model, const std::vector<std::string>& labels);
+
 void write_trainer_state(const std::filesystem::path& directory, const TrainerState& state);
 // Reads <checkpoint>/trainer_state.json; IoError when missing, FormatError when malformed.
 TrainerState read_trainer_state(const std::filesystem::path& checkpoint);
@@ -77,6 +93,31 @@ TrainerState read_trainer_state(const std::filesystem::path& checkpoint);
 void write_optimizer_state(const std::filesystem::path& directory, const Optimizer& optimizer);
 // Restores the moments and step count; errors name the file and, from set_state, the tensor.
 void read_optimizer_state(const std::filesystem::path& directory, Optimizer& optimizer);
+
+// --- Checkpoints as store versions ---------------------------------------------------------------
+
+inline constexpr std::string_view kStoreRoleLast = "last";  // with optimizer state: resumable
+inline constexpr std::string_view kStoreRoleBest = "best";  // model only
+
+// Saves the checkpoint as a new version of `store` (layout above). `optimizer` null: no optimizer
+// state (checkpoint-best). Errors as CheckpointStore::save; IoError when tokenizer_dir lacks vocab.txt.
+store::SaveResult save_training_version(store::CheckpointStore& store, const store::SaveOptions& options,
+                                        const BertModel& model, const std::vector<std::string>& labels,
+                                        const std::filesystem::path& tokenizer_dir, const TrainerState& state,
+                                        const Optimizer* optimizer, const nlohmann::json& train_config,
+                                        std::string_view role);
+
+// Whether a stored version is a resumable trainer checkpoint: role "last" with optimizer state.
+bool is_resumable_version(const store::Manifest& manifest);
+// The newest committed version at or below `latest` that is resumable (a crash between a best and
+// a last save can leave `latest` on a best version); nullopt when there is none.
+std::optional<uint64_t> find_resumable_version(const store::CheckpointStore& store);
+
+// trainer_state.json of a stored version (verified, with failover); FormatError naming `source`.
+TrainerState read_trainer_state(const store::Checkpoint& checkpoint, const std::string& source);
+// Restores the optimizer from a stored version's "optimizer/" tensors and "optimizer" metadata;
+// errors name `source` and, from set_state, the tensor.
+void read_optimizer_state(const store::Checkpoint& checkpoint, Optimizer& optimizer, const std::string& source);
 
 // A checkpoint folder being written: files go into a hidden sibling ".<name>.tmp.<pid>.<n>";
 // commit() fsyncs it and swaps it with the final folder (renameat2 RENAME_EXCHANGE, or two renames

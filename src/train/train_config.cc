@@ -93,11 +93,19 @@ const std::vector<Field>& fields() {
        &C::metric_for_best},
       {{"output_dir", kS, "folder for checkpoints, metrics.jsonl and TensorBoard events (required)"},
        &C::output_dir},
-      {{"resume", kS, "auto (output_dir/checkpoint-last when present) or a checkpoint folder"}, &C::resume},
+      {{"resume", kS, "auto (output_dir/checkpoint-last, else the store's newest resumable version, when "
+                      "present), a checkpoint folder, store (the store's newest resumable version) or store:N"},
+       &C::resume},
       {{"overwrite_output_dir", kB, "start fresh even when output_dir holds a checkpoint"},
        &C::overwrite_output_dir},
       {{"tensorboard", kB, "write TensorBoard event files under output_dir/tensorboard"}, &C::tensorboard},
       {{"threads", kI, "compute threads (0: the default)"}, &C::threads},
+      {{"store_roots", kL, "checkpoint store roots (folders on different disks): every checkpoint is also saved "
+                           "there as a new version (empty: no store)"},
+       &C::store_roots},
+      {{"store_replicas", kI, "store replication factor R (0: min(2, number of roots))"}, &C::store_replicas},
+      {{"store_shard_mb", kN, "store shard size in MiB of tensor data (fractions allowed)"}, &C::store_shard_mb},
+      {{"store_keep", kI, "after each store save, keep only the newest N versions (0: keep all)"}, &C::store_keep},
   };
   return table;
 }
@@ -342,6 +350,28 @@ void TrainConfig::validate() const {
   require(logging_steps >= 1, "logging_steps ", logging_steps, ": must be >= 1");
   require(save_steps >= 0, "save_steps ", save_steps, ": must be >= 0");
   require(threads >= 0, "threads ", threads, ": must be >= 0");
+  for (size_t i = 0; i < store_roots.size(); ++i) {
+    require(!store_roots[i].empty(), "store_roots: root ", i, " is empty");
+  }
+  require(store_replicas >= 0, "store_replicas ", store_replicas, ": must be >= 0 (0: min(2, roots))");
+  require(store_roots.empty() || static_cast<size_t>(store_replicas) <= store_roots.size(), "store_replicas ",
+          store_replicas, ": more than the ", store_roots.size(), " store_roots");
+  require(std::isfinite(store_shard_mb) && store_shard_mb * 1048576.0 >= 1.0 && store_shard_mb <= 1048576.0,
+          "store_shard_mb ", store_shard_mb, ": must be a positive size in MiB (at most 1 TiB)");
+  require(store_keep >= 0, "store_keep ", store_keep, ": must be >= 0 (0: keep all)");
+  const bool from_store = resume == "store" || resume.rfind("store:", 0) == 0;
+  require(!from_store || !store_roots.empty(), "resume \"", resume, "\" needs store_roots (--store-roots a,b,c)");
+  if (resume.rfind("store:", 0) == 0) {
+    const std::string number = resume.substr(6);
+    require(!number.empty() && number.size() <= 18 && number.find_first_not_of("0123456789") == std::string::npos &&
+                std::stoll(number) > 0,
+            "resume \"", resume, "\": expected store:N with N a version number >= 1");
+  }
+}
+
+size_t TrainConfig::store_replication() const {
+  if (store_replicas > 0) return static_cast<size_t>(store_replicas);
+  return std::min<size_t>(2, store_roots.size());
 }
 
 }  // namespace scalebert::train

@@ -78,10 +78,15 @@ struct TrainConfig {
   int64_t save_steps = 0;           // also save checkpoint-last every N steps (0: at evaluations and the end)
   std::string metric_for_best;      // "" = the task's default (macro_f1, f1, f1, perplexity)
   std::string output_dir;
-  std::string resume;               // "", "auto" (checkpoint-last when present) or a checkpoint folder
+  std::string resume;               // "", "auto", a checkpoint folder, "store" or "store:N" (see trainer.h)
   bool overwrite_output_dir = false;
   bool tensorboard = true;
   int64_t threads = 0;              // 0: keep the process default
+  // Checkpoint store (docs/checkpoint_store.md): every checkpoint is also saved as a store version.
+  std::vector<std::string> store_roots;  // empty: no store
+  int64_t store_replicas = 0;       // R; 0: min(2, number of roots)
+  double store_shard_mb = 1024.0;   // MiB of tensor data per shard at most
+  int64_t store_keep = 0;           // > 0: after each save, gc to the newest N versions (0: keep all)
 
   // Parses a config object: every key must be known and of its type (FormatError naming `source`
   // and the key, with the nearest known key for a typo). Keys left out keep their defaults.
@@ -94,6 +99,9 @@ struct TrainConfig {
   // and output_dir set, batch_size or max_tokens positive, known optimizer/schedule/scale_lr,
   // probabilities in range, and so on.
   void validate() const;
+
+  // R actually used: store_replicas, or min(2, store_roots.size()) when 0.
+  size_t store_replication() const;
 };
 
 // Converts a flag's text to the key's JSON type ("3" -> 3, "true" -> true, "a,b" -> ["a","b"]);

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/threads.h"
 #include "io/file_util.h"
+#include "io/store/store.h"
 #include "text/bert_tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/data/classification.h"
@@ -227,6 +228,9 @@ struct Trainer::Impl {
   int64_t total_micro_batches = -1;  // -1: every step takes `accumulation` (max_steps mode)
   TrainerState state;
 
+  std::unique_ptr<store::CheckpointStore> checkpoint_store;  // null without store_roots
+  uint64_t last_store_version = 0, best_store_version = 0, resumed_store_version = 0;
+
   std::FILE* metrics_file = nullptr;
   std::unique_ptr<TensorBoardWriter> tensorboard;
   std::atomic<bool> stop{false};
@@ -251,6 +255,16 @@ struct Trainer::Impl {
   void plan_steps();
   TrainerState describe_run() const;
   void resume_from(const fs::path& checkpoint);
+  void resume_from_store(uint64_t version);
+  // The part of a resume common to folders and store versions: checks, parameters, optimizer,
+  // data position, trainer state. `parameter` returns the stored tensor of a parameter (throwing
+  // when absent); `load_optimizer` restores the optimizer.
+  void restore(const std::string& source, const TrainerState& saved,
+               const std::function<Tensor(const ParameterEntry&)>& parameter,
+               const std::function<void()>& load_optimizer);
+  void open_store();
+  std::string store_name() const;
+  void save_to_store(std::string_view role, bool with_optimizer);
   void open_logs(int64_t resumed_step);
 
   // --- loop ------------------------------------------------------------------------------------
@@ -528,24 +542,55 @@ TrainerState Trainer::Impl::describe_run() const {
 
 void Trainer::Impl::resume_from(const fs::path& requested) {
   const fs::path checkpoint = resolve_checkpoint(requested);
-  TrainerState saved = read_trainer_state(checkpoint);
-  check_resume_compatible(saved, describe_run(), checkpoint);
-  check(saved.global_step <= total_steps, "cannot resume from ", checkpoint.string(), ": it is at step ",
-        saved.global_step, " but this run has only ", total_steps, " steps");
-
+  const TrainerState saved = read_trainer_state(checkpoint);
   // Parameters: the checkpoint's model folder, checked tensor by tensor by BertModel::load.
-  BertModel stored = BertModel::load(checkpoint, head);
+  std::optional<BertModel> stored;
+  restore(
+      checkpoint.string(), saved,
+      [&](const ParameterEntry& entry) {
+        if (!stored) stored.emplace(BertModel::load(checkpoint, head));
+        check(stored->parameters.contains(entry.name), "cannot resume from ", checkpoint.string(),
+              ": it lacks parameter ", entry.name);
+        return stored->parameters.get(entry.name);
+      },
+      [&] { read_optimizer_state(checkpoint, *optimizer); });
+}
+
+void Trainer::Impl::resume_from_store(uint64_t version) {
+  const std::string source = str_cat("version ", version, " of ", store_name());
+  // Eager verification: every shard checksummed now, bad replicas skipped (on_warning says which).
+  const store::Checkpoint checkpoint = checkpoint_store->load(store::LoadOptions{version, store::VerifyMode::kEager});
+  const TrainerState saved = read_trainer_state(checkpoint, source);
+  restore(
+      source, saved,
+      [&](const ParameterEntry& entry) {
+        const std::string name = hf_state_dict_name(head, entry.name);
+        check(checkpoint.has(name), "cannot resume from ", source, ": it lacks parameter ", name);
+        Tensor tensor = checkpoint.tensor(name);
+        check(tensor.dtype() == DType::kF32, "cannot resume from ", source, ": parameter ", name, " is ",
+              dtype_name(tensor.dtype()), ", expected F32");
+        return tensor;
+      },
+      [&] { read_optimizer_state(checkpoint, *optimizer, source); });
+  resumed_store_version = version;
+}
+
+void Trainer::Impl::restore(const std::string& source, const TrainerState& saved,
+                            const std::function<Tensor(const ParameterEntry&)>& parameter,
+                            const std::function<void()>& load_optimizer) {
+  check_resume_compatible(saved, describe_run(), source);
+  check(saved.global_step <= total_steps, "cannot resume from ", source, ": it is at step ", saved.global_step,
+        " but this run has only ", total_steps, " steps");
+
   for (const ParameterEntry& entry : model->parameters.entries()) {
-    check(stored.parameters.contains(entry.name), "cannot resume from ", checkpoint.string(), ": it lacks parameter ",
-          entry.name);
-    Tensor source = stored.parameters.get(entry.name);
-    check(source.shape() == entry.shape, "cannot resume from ", checkpoint.string(), ": parameter ", entry.name,
-          " has shape ", shape_string(source.shape()), ", this run's model ", shape_string(entry.shape));
-    std::memcpy(model->parameters.get(entry.name).raw(), source.raw(), source.nbytes());
+    Tensor stored = parameter(entry);
+    check(stored.shape() == entry.shape, "cannot resume from ", source, ": parameter ", entry.name, " has shape ",
+          shape_string(stored.shape()), ", this run's model ", shape_string(entry.shape));
+    std::memcpy(model->parameters.get(entry.name).raw(), stored.raw(), stored.nbytes());
   }
   graph->parameters_changed();
-  read_optimizer_state(checkpoint, *optimizer);
-  check(optimizer->step_count() == saved.global_step, "cannot resume from ", checkpoint.string(),
+  load_optimizer();
+  check(optimizer->step_count() == saved.global_step, "cannot resume from ", source,
         ": the optimizer state is at step ", optimizer->step_count(), " but trainer_state.json at step ",
         saved.global_step);
 
@@ -565,8 +610,49 @@ void Trainer::Impl::resume_from(const fs::path& requested) {
     state.best_metric = std::numeric_limits<double>::quiet_NaN();
     state.best_step = -1;
   }
-  message(str_cat("resumed from ", checkpoint.string(), " at step ", saved.global_step, " (epoch ",
-                  format_double(saved.epoch), ")"));
+  message(str_cat("resumed from ", source, " at step ", saved.global_step, " (epoch ", format_double(saved.epoch),
+                  ")"));
+}
+
+void Trainer::Impl::open_store() {
+  std::vector<fs::path> roots(config.store_roots.begin(), config.store_roots.end());
+  store::StoreOptions options;
+  options.on_warning = [this](const std::string& warning) { message("checkpoint store: " + warning); };
+  checkpoint_store = std::make_unique<store::CheckpointStore>(std::move(roots), options);
+}
+
+std::string Trainer::Impl::store_name() const {
+  std::string roots;
+  for (const std::string& root : config.store_roots) {
+    if (!roots.empty()) roots += ',';
+    roots += root;
+  }
+  return str_cat("checkpoint store ", roots);
+}
+
+void Trainer::Impl::save_to_store(std::string_view role, bool with_optimizer) {
+  store::SaveOptions options;
+  options.replication = config.store_replication();
+  options.shard_size_bytes = std::max<uint64_t>(1, static_cast<uint64_t>(config.store_shard_mb * 1048576.0));
+  store::SaveResult saved;
+  try {
+    saved = save_training_version(*checkpoint_store, options, *model, labels, config.model, state,
+                                  with_optimizer ? optimizer.get() : nullptr, config.to_json(), role);
+  } catch (const IoError& error) {
+    throw IoError(str_cat("step ", state.global_step, ": cannot save the ", role, " checkpoint to ", store_name(),
+                          " (the checkpoint folder in ", output_dir.string(), " was saved): ", error.what()));
+  }
+  (role == kStoreRoleBest ? best_store_version : last_store_version) = saved.version;
+  message(str_cat("step ", state.global_step, ": ", role, " checkpoint saved as version ", saved.version, " of ",
+                  store_name(), " (", saved.shards, saved.shards == 1 ? " shard" : " shards", ", ",
+                  options.replication, " replicas)"));
+  if (config.store_keep > 0) {
+    const store::GcReport report = checkpoint_store->gc(static_cast<size_t>(config.store_keep));
+    if (!report.removed.empty()) {
+      message(str_cat("checkpoint store: removed ", report.removed.size(), " old versions (store_keep ",
+                      config.store_keep, ")"));
+    }
+  }
 }
 
 void Trainer::Impl::open_logs(int64_t resumed_step) {
@@ -803,6 +889,7 @@ void Trainer::Impl::save(const std::string& name, bool with_optimizer) {
   if (with_optimizer) write_optimizer_state(writer.path(), *optimizer);
   write_file_atomic(writer.path() / "train_config.json", config.to_json().dump(2) + "\n");
   writer.commit();
+  if (checkpoint_store) save_to_store(name == "checkpoint-best" ? kStoreRoleBest : kStoreRoleLast, with_optimizer);
 }
 
 void Trainer::Impl::diverged(const std::string& what, int64_t step) const {
@@ -850,25 +937,47 @@ TrainResult Trainer::Impl::run() {
   fs::create_directories(output_dir, error);
   check<IoError>(!error, "cannot create output_dir ", output_dir.string(), ": ", error.message());
   const fs::path last_dir = output_dir / "checkpoint-last";
+  if (!config.store_roots.empty()) open_store();
   std::optional<fs::path> resume_dir;
+  std::optional<uint64_t> resume_version;  // from the store
   if (config.resume == "auto") {
     if (checkpoint_exists(last_dir)) {
       resume_dir = last_dir;
+    } else if (checkpoint_store && (resume_version = find_resumable_version(*checkpoint_store))) {
+      message(str_cat("no checkpoint in ", output_dir.string(), ": resuming from the ", store_name()));
     } else {
-      message(str_cat("no checkpoint in ", output_dir.string(), ": starting fresh"));
+      message(str_cat("no checkpoint in ", output_dir.string(),
+                      checkpoint_store ? " or in the " + store_name() : std::string(), ": starting fresh"));
     }
+  } else if (config.resume == "store") {
+    resume_version = find_resumable_version(*checkpoint_store);
+    check<IoError>(resume_version.has_value(), "resume store: the ", store_name(),
+                   " holds no resumable trainer checkpoint (a committed \"last\" version with optimizer state)");
+  } else if (config.resume.rfind("store:", 0) == 0) {
+    resume_version = std::stoull(config.resume.substr(6));
   } else if (!config.resume.empty()) {
     resume_dir = fs::path(config.resume);
   }
   int64_t resumed_step = -1;
-  if (resume_dir) {
-    resume_from(*resume_dir);
+  if (resume_dir || resume_version) {
+    if (resume_dir) {
+      resume_from(*resume_dir);
+    } else {
+      resume_from_store(*resume_version);
+    }
     resumed_step = state.global_step;
   } else {
     if (checkpoint_exists(last_dir) && !config.overwrite_output_dir) {
       throw InvalidArgument(str_cat("output_dir ", output_dir.string(),
                                     " already holds a checkpoint: resume it (--resume auto) or start over "
                                     "(--overwrite-output-dir)"));
+    }
+    if (checkpoint_store && !config.overwrite_output_dir) {
+      if (const std::optional<uint64_t> existing = find_resumable_version(*checkpoint_store)) {
+        throw InvalidArgument(str_cat("the ", store_name(), " already holds a trainer checkpoint (version ", *existing,
+                                      "): resume it (--resume store) or add this run's versions after it "
+                                      "(--overwrite-output-dir)"));
+      }
     }
     for (const char* stale : {"checkpoint-last", "checkpoint-best", "tensorboard"}) fs::remove_all(output_dir / stale);
   }
@@ -1008,8 +1117,9 @@ TrainResult Trainer::Impl::run() {
                               state.global_step % config.eval_steps == 0 && !at_end;
     if (evaluate_now) run_evaluation(state.global_step);
     const bool stop_here = config.stop_after_steps > 0 && state.global_step >= config.stop_after_steps && !at_end;
-    if (evaluate_now || stop_here || (config.save_steps > 0 && state.global_step % config.save_steps == 0)) {
-      if (!at_end) save("checkpoint-last", true);
+    // A stop saves once, after the loop.
+    if (evaluate_now || (config.save_steps > 0 && state.global_step % config.save_steps == 0)) {
+      if (!at_end && !stop_here) save("checkpoint-last", true);
     }
     if (stop_here) {
       stopped = true;
@@ -1035,6 +1145,9 @@ TrainResult Trainer::Impl::run() {
     result.best_step = state.best_step;
   }
   result.best_metric_name = best_metric_name;
+  result.last_store_version = last_store_version;
+  result.best_store_version = best_store_version;
+  result.resumed_from_store_version = resumed_store_version;
   return result;
 }
 

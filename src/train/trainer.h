@@ -14,6 +14,15 @@
 //   checkpoint-best/   the same, from the evaluation with the best metric_for_best
 //   metrics.jsonl      {"type":"train",...} every logging_steps and {"type":"eval",...} per evaluation
 //   tensorboard/       events.out.tfevents.* (train/loss, train/learning_rate, eval/<metric>, ...)
+//
+// Checkpoint store (store_roots set): every checkpoint the folders above receive — last, best,
+// periodic, at a stop request or Ctrl-C — is ALSO saved as a new version of the store (weights,
+// optimizer moments for "last" versions, trainer_state.json; train/checkpoint.h), replicated on
+// R of the K roots. The folders stay the working copy; the store is the durable, replicated one.
+// Resume: "store" takes the store's newest resumable version (the newest "last" version at or
+// below `latest`), "store:N" version N, and "auto" takes output_dir/checkpoint-last when present,
+// else the store's newest resumable version. Reads verify checksums and fail over to good replicas
+// (each skipped replica is reported through on_message).
 #pragma once
 
 #include <cstdint>
@@ -65,6 +74,11 @@ struct TrainResult {
   double best_metric = 0.0;
   int64_t best_step = -1;
   std::vector<double> step_losses;  // the loss of every step this process ran, in order
+  // Checkpoint store versions (0: none): the last one saved by this process for checkpoint-last
+  // and checkpoint-best, and the version a store resume started from.
+  uint64_t last_store_version = 0;
+  uint64_t best_store_version = 0;
+  uint64_t resumed_from_store_version = 0;
 };
 
 struct TrainerCallbacks {
@@ -83,7 +97,8 @@ class Trainer {
 
   // Sets up (model, tokenizer, data, optimizer; resume when asked) and trains. Errors: data errors
   // from the readers (file and line), InvalidArgument for an incompatible checkpoint or a fresh
-  // run into an output_dir that holds one, NonFiniteError naming the step and the first
+  // run into an output_dir (or a checkpoint store) that holds one, IoError when the store cannot
+  // take a save or has no good replica of what a resume needs, NonFiniteError naming the step and the first
   // non-finite gradient when the loss or the gradients stop being finite (checkpoint-last then
   // still holds the last good state).
   TrainResult run();
