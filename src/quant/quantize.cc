@@ -7,8 +7,10 @@
 #include "core/error.h"
 #include "io/model_files.h"
 #include "io/safetensors.h"
+#include "io/store/model_checkpoint.h"
 #include "kernels/cpu/quantize_rows.h"
 #include "quant/calibration.h"
+#include "quant/quantized_model.h"
 #include "text/bert_tokenizer.h"
 
 namespace scalebert::quant {
@@ -173,6 +175,18 @@ QuantizeSummary quantize_model(const fs::path& model_dir, const fs::path& out_di
   summary.output_bytes = fs::file_size(weights_path);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return summary;
+}
+
+store::SaveResult save_quantized_model(store::CheckpointStore& store, const fs::path& directory,
+                                       const store::SaveOptions& options, const nlohmann::json& extra) {
+  const std::optional<QuantizationRecipe> recipe = read_recipe(directory);
+  check(recipe.has_value(), directory.string(), " is not a quantized model (its model.safetensors carries no \"",
+        kRecipeMetadataKey, "\" recipe)");
+  load_model(directory);  // every tensor's name, dtype, shape and scale checked
+  nlohmann::json tagged = extra.is_object() ? extra : nlohmann::json::object();
+  tagged["producer"] = "scalebert quantize";
+  tagged["quantization"] = nlohmann::json::parse(recipe->to_json());
+  return store::save_model_files(store, directory, recipe->head, options, tagged);
 }
 
 }  // namespace scalebert::quant

@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "io/store/store.h"
 #include "kernels/cpu/low_precision_matmul.h"
 #include "quant/recipe.h"
 
@@ -43,6 +46,15 @@ struct QuantizeSummary {
 // model_dir; IoError for a missing calibration file; loading errors as BertModel::load.
 QuantizeSummary quantize_model(const std::filesystem::path& model_dir, const std::filesystem::path& out_dir,
                                const QuantizeOptions& options);
+
+// Saves the quantized folder `directory` (what quantize_model wrote) as a new version of `store`:
+// the tensors exactly as stored (int8 weights, scales), the config and tokenizer files, and the
+// recipe (kept in model.safetensors' metadata on export, and as metadata "extra"."quantization").
+// The folder is loaded with load_model first, so only loadable models are stored. InvalidArgument
+// when the folder has no recipe; loading and store errors as those functions throw them.
+store::SaveResult save_quantized_model(store::CheckpointStore& store, const std::filesystem::path& directory,
+                                       const store::SaveOptions& options,
+                                       const nlohmann::json& extra = nlohmann::json::object());
 
 // Whether `linear` is kept f32 by one of the keep_f32 entries.
 bool matches_keep(const std::string& linear, const std::vector<std::string>& keep_f32);

@@ -6,6 +6,8 @@
 #include <atomic>
 #include <cctype>
 #include <charconv>
+#include <climits>
+#include <cstdint>
 
 #include "core/error.h"
 #include "io/store/model_checkpoint.h"
@@ -25,6 +27,25 @@ std::vector<fs::path> split_roots(std::string_view text, std::string_view what) 
   }
   check(!roots.empty(), what, ": no store roots in \"", text, "\" (expected comma-separated folders)");
   return roots;
+}
+
+uint64_t parse_byte_size(std::string_view text, std::string_view what) {
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  uint64_t number = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + digits, number);
+  const std::string_view unit = text.substr(digits);
+  static const std::pair<std::string_view, uint64_t> kUnits[] = {
+      {"", 1},   {"B", 1}, {"KB", 1000}, {"MB", 1000000}, {"GB", 1000000000}, {"KiB", uint64_t{1} << 10},
+      {"MiB", uint64_t{1} << 20}, {"GiB", uint64_t{1} << 30}};
+  uint64_t scale = 0;
+  for (const auto& [name, factor] : kUnits) {
+    if (unit == name) scale = factor;
+  }
+  check(digits > 0 && error == std::errc() && end == text.data() + digits && scale > 0 && number > 0, what, " \"",
+        text, "\": expected a positive size such as 512MB, 1GiB or 65536");
+  check(number <= UINT64_MAX / scale, what, " \"", text, "\" is too large");
+  return number * scale;
 }
 
 bool is_store_locator(std::string_view text) { return text.substr(0, kLocatorPrefix.size()) == kLocatorPrefix; }

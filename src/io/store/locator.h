@@ -26,6 +26,10 @@ struct StoreLocator {
 // Comma-separated roots ("a,b,c"), empty parts skipped; InvalidArgument naming `what` when none.
 std::vector<std::filesystem::path> split_roots(std::string_view text, std::string_view what);
 
+// "512MB" (decimal units), "1GiB" (binary), "65536" (bytes): a shard size as `scalebert ckpt`
+// takes it. InvalidArgument naming `what` for anything else or zero.
+uint64_t parse_byte_size(std::string_view text, std::string_view what);
+
 // Whether `text` starts with "store:".
 bool is_store_locator(std::string_view text);
 // "store:ROOT[,ROOT...][@VERSION]": nullopt when `text` is not a locator; InvalidArgument for a
