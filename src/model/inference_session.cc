@@ -51,7 +51,9 @@ void InferenceSession::reserve(int64_t tokens, int64_t sequences, int64_t max_le
   const int64_t head_width = weights_->mlm_decoder ? config.vocab_size
                              : weights_->classifier ? weights_->classifier->out_features()
                                                     : 0;
-  const size_t floats_per_token = static_cast<size_t>(C + 3 * C + C + std::max(I, C) + head_width);
+  const bool int8_words = weights_->word_embeddings_int8.defined();
+  const size_t floats_per_token =
+      static_cast<size_t>(C + 3 * C + C + std::max(I, C) + head_width + (int8_words ? C + 1 : 0));
   const size_t floats_per_sequence = static_cast<size_t>(3 * C + head_width);
   size_t bytes = align_up(M * floats_per_token * sizeof(float)) + align_up(S * floats_per_sequence * sizeof(float)) +
                  align_up((S + 1) * sizeof(int64_t)) + align_up(attention_floats * sizeof(float)) + 16 * kAlignment;
@@ -61,6 +63,7 @@ void InferenceSession::reserve(int64_t tokens, int64_t sequences, int64_t max_le
   if (weights_->low_precision) {
     bytes += align_up(M * low_in * sizeof(uint16_t)) + align_up(M * sizeof(float)) +
              align_up(M * low_out * sizeof(int32_t)) + 4 * kAlignment;
+    bytes += align_up(M * (C + I)) + 2 * align_up(M * sizeof(float)) + 4 * kAlignment;  // int8 hidden, intermediate
   }
   arena_ = Arena(bytes);
   std::memset(arena_.block().get(), 0, arena_.capacity());  // pad rows stay finite forever
@@ -74,6 +77,10 @@ void InferenceSession::reserve(int64_t tokens, int64_t sequences, int64_t max_le
   pooled_ = floats(S * C);
   sequence_logits_ = floats(S * head_width);
   offsets_ = static_cast<int64_t*>(arena_.allocate((S + 1) * sizeof(int64_t)));
+  if (int8_words) {
+    word_rows_ = floats(M * C);
+    word_row_ids_ = static_cast<int32_t*>(arena_.allocate(M * sizeof(int32_t)));
+  }
   attention_scratch_ = floats(attention_floats);
   attention_scratch_floats_ = attention_floats;
   low_precision_ = kernels::LowPrecisionBuffers{};
@@ -81,6 +88,8 @@ void InferenceSession::reserve(int64_t tokens, int64_t sequences, int64_t max_le
     low_precision_.activations = arena_.allocate(M * low_in * sizeof(uint16_t));
     low_precision_.row_scales = floats(M);
     low_precision_.accumulators = static_cast<int32_t*>(arena_.allocate(M * low_out * sizeof(int32_t)));
+    hidden_int8_ = kernels::QuantizedRows{static_cast<int8_t*>(arena_.allocate(M * C)), floats(M), C};
+    intermediate_int8_ = kernels::QuantizedRows{static_cast<int8_t*>(arena_.allocate(M * I)), floats(M), I};
   }
   token_capacity_ = M;
   sequence_capacity_ = S;
@@ -114,19 +123,67 @@ void InferenceSession::bind_scratchpad(LinearStep& step) {
   step.bind_scratchpad(scratchpad_.get());
 }
 
-InferenceSession::TokenSteps& InferenceSession::token_steps(int64_t rows) {
-  auto found = token_steps_.find(rows);
+namespace {
+bool dynamic_int8(const kernels::PrecisionLinear& linear) {
+  return linear.precision() == kernels::Precision::kInt8 && !linear.int8()->is_static();
+}
+}  // namespace
+
+InferenceSession::TokenSteps& InferenceSession::token_steps(int64_t rows, bool fused) {
+  auto found = token_steps_.find({rows, fused});
   if (found != token_steps_.end()) return *found->second;
   const BertConfig& config = weights_->model->config;
   const int64_t C = config.hidden_size;
   const int64_t I = config.intermediate_size;
+  const float eps = static_cast<float>(config.layer_norm_eps);
   auto steps = std::make_unique<TokenSteps>();
-  for (const EncoderLayerWeights& layer : weights_->layers) {
+  // Which producer hands the next Linear its input already quantized (see kernels::Int8Fusion):
+  //   attention_out (+ residual, LN, quantize) -> intermediate (GELU, quantize; no f32 written)
+  //   -> output (+ residual, LN, quantize) -> next layer's qkv. The attention context is quantized
+  //   by the attention_out step itself, block by block.
+  bool hidden_quantized = false;  // hidden_int8_ holds the current hidden rows
+  const size_t layer_count = weights_->layers.size();
+  for (size_t index = 0; index < layer_count; ++index) {
+    const EncoderLayerWeights& layer = weights_->layers[index];
+    const bool qkv_int8 = fused && dynamic_int8(layer.qkv);
+    const bool attention_out_int8 = fused && dynamic_int8(layer.attention_out);
+    const bool intermediate_int8 = fused && dynamic_int8(layer.intermediate);
+    const bool output_int8 = fused && dynamic_int8(layer.output);
+    const bool next_qkv_int8 = fused && index + 1 < layer_count && dynamic_int8(weights_->layers[index + 1].qkv);
+
+    kernels::Int8Fusion qkv_fusion, attention_out_fusion, intermediate_fusion, output_fusion;
+    if (qkv_int8 && hidden_quantized) qkv_fusion.input = hidden_int8_;
+    if (attention_out_int8) {
+      attention_out_fusion.norm_gamma = layer.attention_norm.gamma.data<float>();
+      attention_out_fusion.norm_beta = layer.attention_norm.beta.data<float>();
+      attention_out_fusion.norm_eps = eps;
+      if (intermediate_int8) attention_out_fusion.output = hidden_int8_;
+    }
+    if (intermediate_int8) {
+      if (attention_out_int8) intermediate_fusion.input = hidden_int8_;
+      if (output_int8) {
+        intermediate_fusion.output = intermediate_int8_;
+        intermediate_fusion.write_f32 = false;
+      }
+    }
+    if (output_int8) {
+      if (intermediate_int8) output_fusion.input = intermediate_int8_;
+      output_fusion.norm_gamma = layer.output_norm.gamma.data<float>();
+      output_fusion.norm_beta = layer.output_norm.beta.data<float>();
+      output_fusion.norm_eps = eps;
+      if (next_qkv_int8) output_fusion.output = hidden_int8_;
+    }
+    hidden_quantized = output_int8 && next_qkv_int8;
     steps->layers.push_back(TokenSteps::Layer{
-        LinearStep(layer.qkv, hidden_, C, qkv_, 3 * C, rows, Epilogue::kNone, false, low_precision_),
-        LinearStep(layer.attention_out, context_, C, hidden_, C, rows, Epilogue::kNone, true, low_precision_),
-        LinearStep(layer.intermediate, hidden_, C, intermediate_, I, rows, weights_->activation, false, low_precision_),
-        LinearStep(layer.output, intermediate_, I, hidden_, C, rows, Epilogue::kNone, true, low_precision_),
+        LinearStep(layer.qkv, hidden_, C, qkv_, 3 * C, rows, Epilogue::kNone, false, low_precision_, qkv_fusion),
+        LinearStep(layer.attention_out, context_, C, hidden_, C, rows, Epilogue::kNone, true, low_precision_,
+                   attention_out_fusion),
+        LinearStep(layer.intermediate, hidden_, C, intermediate_, I, rows, weights_->activation, false, low_precision_,
+                   intermediate_fusion),
+        LinearStep(layer.output, intermediate_, I, hidden_, C, rows, Epilogue::kNone, true, low_precision_,
+                   output_fusion),
+        attention_out_int8,
+        output_int8,
     });
   }
   const TaskHead head = weights_->model->head;
@@ -141,7 +198,7 @@ InferenceSession::TokenSteps& InferenceSession::token_steps(int64_t rows) {
     steps->mlm_decoder = LinearStep(*weights_->mlm_decoder, intermediate_, C, token_logits_, config.vocab_size, rows,
                                     Epilogue::kNone, false, low_precision_);
   }
-  TokenSteps& result = *token_steps_.emplace(rows, std::move(steps)).first->second;
+  TokenSteps& result = *token_steps_.emplace(std::make_pair(rows, fused), std::move(steps)).first->second;
   for (auto& layer : result.layers) {
     for (LinearStep* each : {&layer.qkv, &layer.attention_out, &layer.intermediate, &layer.output}) bind_scratchpad(*each);
   }
@@ -206,7 +263,7 @@ class PhaseClock {
 
 void InferenceSession::prepare(int64_t tokens, int64_t sequences) {
   reserve(tokens, sequences, 1);
-  token_steps(bucket_rows(tokens));
+  token_steps(bucket_rows(tokens), !observer_);
   sequence_steps(bucket_rows(sequences));
 }
 
@@ -229,12 +286,36 @@ const InferenceOutputs& InferenceSession::run(const PackedBatch& batch) {
   const int64_t NH = config.num_attention_heads;
   const float eps = static_cast<float>(config.layer_norm_eps);
   const InferenceWeights& w = *weights_;
-  TokenSteps& steps = token_steps(bucket_rows(N));
+  TokenSteps& steps = token_steps(bucket_rows(N), !observer_);
   std::memcpy(offsets_, batch.sequence_offsets.data(), (S + 1) * sizeof(int64_t));
   PhaseClock clock(profiling_, phase_seconds_);
 
-  kernels::embedding_forward(hidden_, batch.input_ids.data(), batch.position_ids.data(), batch.token_type_ids.data(),
-                             w.word_embeddings.data<float>(), w.word_embeddings.dim(0),
+  const int32_t* word_ids = batch.input_ids.data();
+  const float* word_table = nullptr;
+  int64_t word_rows = 0;
+  if (w.word_embeddings_int8.defined()) {
+    // Dequantize the batch's rows, q * scale, and let the embedding kernel gather them by 0..N-1.
+    const int64_t V = w.word_embeddings_int8.dim(0);
+    const int8_t* table = static_cast<const int8_t*>(w.word_embeddings_int8.raw());  // (V, C)
+    const float* scales = w.word_embedding_scales.data<float>();                    // (V)
+    for (int64_t n = 0; n < N; ++n) {
+      const int32_t id = word_ids[n];
+      check(id >= 0 && id < V, "embedding_forward: input id ", id, " at position ", n, " is outside the table of ", V, " rows");
+      const int8_t* q = table + static_cast<int64_t>(id) * C;
+      float* row = word_rows_ + n * C;
+      const float scale = scales[id];
+      for (int64_t c = 0; c < C; ++c) row[c] = static_cast<float>(q[c]) * scale;
+      word_row_ids_[n] = static_cast<int32_t>(n);
+    }
+    word_ids = word_row_ids_;
+    word_table = word_rows_;
+    word_rows = N;
+  } else {
+    word_table = w.word_embeddings.data<float>();
+    word_rows = w.word_embeddings.dim(0);
+  }
+  kernels::embedding_forward(hidden_, word_ids, batch.position_ids.data(), batch.token_type_ids.data(),
+                             word_table, word_rows,
                              w.position_embeddings.data<float>(), w.position_embeddings.dim(0),
                              w.type_embeddings.data<float>(), w.type_embeddings.dim(0),
                              w.embedding_norm.gamma.data<float>(), w.embedding_norm.beta.data<float>(), N, C, eps);
@@ -251,11 +332,13 @@ const InferenceOutputs& InferenceSession::run(const PackedBatch& batch) {
     kernels::attention_forward(context_, qkv_, offsets_, S, NH, HS, attention_scratch_, attention_scratch_floats_);
     clock.mark(kAttention);
     if (observer_) observe(layer_parameter(static_cast<int64_t>(index), "attention.output.dense"), context_, N, C);
-    layer_steps.attention_out.run(stream_);  // hidden += context Wo^T + bo
+    layer_steps.attention_out.run(stream_);  // hidden += context Wo^T + bo (then LN, when fused)
     clock.mark(kAttentionOut);
-    kernels::layernorm_forward(hidden_, hidden_, layer.attention_norm.gamma.data<float>(),
-                               layer.attention_norm.beta.data<float>(), N, C, eps);
-    clock.mark(kLayerNorm);
+    if (!layer_steps.attention_norm_fused) {
+      kernels::layernorm_forward(hidden_, hidden_, layer.attention_norm.gamma.data<float>(),
+                                 layer.attention_norm.beta.data<float>(), N, C, eps);
+      clock.mark(kLayerNorm);
+    }
     if (observer_) observe(layer_parameter(static_cast<int64_t>(index), "intermediate.dense"), hidden_, N, C);
     layer_steps.intermediate.run(stream_);
     clock.mark(kIntermediate);
@@ -263,11 +346,13 @@ const InferenceOutputs& InferenceSession::run(const PackedBatch& batch) {
       stream_.wait();
       observe(layer_parameter(static_cast<int64_t>(index), "output.dense"), intermediate_, N, config.intermediate_size);
     }
-    layer_steps.output.run(stream_);  // hidden += act(...) W2^T + b2
+    layer_steps.output.run(stream_);  // hidden += act(...) W2^T + b2 (then LN, when fused)
     clock.mark(kOutput);
-    kernels::layernorm_forward(hidden_, hidden_, layer.output_norm.gamma.data<float>(),
-                               layer.output_norm.beta.data<float>(), N, C, eps);
-    clock.mark(kLayerNorm);
+    if (!layer_steps.output_norm_fused) {
+      kernels::layernorm_forward(hidden_, hidden_, layer.output_norm.gamma.data<float>(),
+                                 layer.output_norm.beta.data<float>(), N, C, eps);
+      clock.mark(kLayerNorm);
+    }
   }
   outputs_ = InferenceOutputs{};
   outputs_.hidden = Tensor::view(hidden_, {N, C}, DType::kF32, arena_.block());

@@ -70,6 +70,8 @@ class InferenceSession {
   struct TokenSteps {  // products over the token rows of one bucket
     struct Layer {
       Step qkv, attention_out, intermediate, output;
+      // Dynamic int8 steps that end with their layer norm (run() then skips the separate one).
+      bool attention_norm_fused = false, output_norm_fused = false;
     };
     std::vector<Layer> layers;
     Step classifier;     // token classification and QA
@@ -79,7 +81,9 @@ class InferenceSession {
     Step pooler, classifier;
   };
 
-  TokenSteps& token_steps(int64_t rows);
+  // `fused`: dynamic int8 layers pass quantized rows to each other and end with their layer norm
+  // (kernels::Int8Fusion); off while an observer needs every Linear's f32 input.
+  TokenSteps& token_steps(int64_t rows, bool fused);
   SequenceSteps& sequence_steps(int64_t rows);
   void bind_scratchpad(Step& step);
   void observe(const std::string& linear, const float* x, int64_t rows, int64_t width) const {
@@ -102,16 +106,23 @@ class InferenceSession {
   float* pooled_ = nullptr;         // (S, C)
   float* sequence_logits_ = nullptr;  // (S, L)
   int64_t* offsets_ = nullptr;      // (S + 1)
+  // int8 word embeddings only: the batch's rows dequantized (M, C), gathered by ids 0..N-1 (M).
+  float* word_rows_ = nullptr;
+  int32_t* word_row_ids_ = nullptr;
   float* attention_scratch_ = nullptr;
   int64_t attention_scratch_floats_ = 0;
   // bf16/int8 layers only: their input rows as bf16 or s8 (M, max(C, I)), per-row scales (M) and
   // int32 products (M, max(3C, I, L)).
   kernels::LowPrecisionBuffers low_precision_;
+  // Fused dynamic int8 only: the hidden rows (M, C) and the activated intermediate rows (M, I) in
+  // int8 with per-row scales, written by the epilogue that produced them.
+  kernels::QuantizedRows hidden_int8_;
+  kernels::QuantizedRows intermediate_int8_;
   LinearObserver observer_;
 
   std::shared_ptr<void> scratchpad_;  // oneDNN scratchpad shared by every step (steps run one at a time)
   size_t scratchpad_bytes_ = 0;
-  std::map<int64_t, std::unique_ptr<TokenSteps>> token_steps_;
+  std::map<std::pair<int64_t, bool>, std::unique_ptr<TokenSteps>> token_steps_;  // by (rows, fused)
   std::map<int64_t, std::unique_ptr<SequenceSteps>> sequence_steps_;
   InferenceOutputs outputs_;
   bool profiling_ = false;

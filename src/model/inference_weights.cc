@@ -3,6 +3,8 @@
 
 #include <cstring>
 
+#include "kernels/cpu/quantize_rows.h"
+#include "quant/quantized_model.h"
 #include "quant/recipe.h"
 
 namespace scalebert {
@@ -23,8 +25,15 @@ kernels::Epilogue activation_epilogue(Activation activation) {
   return kernels::Epilogue::kGeluErf;
 }
 
+// A copy that owns its memory: a view into the parameter table would keep the whole table alive.
+Tensor owned_copy(const Tensor& tensor) {
+  Tensor copy = Tensor::empty(tensor.shape(), tensor.dtype());
+  std::memcpy(copy.raw(), tensor.raw(), tensor.nbytes());
+  return copy;
+}
+
 LayerNormWeights layernorm_weights(const ParameterTable& table, const std::string& prefix) {
-  return LayerNormWeights{table.get(prefix + ".weight"), table.get(prefix + ".bias")};
+  return LayerNormWeights{owned_copy(table.get(prefix + ".weight")), owned_copy(table.get(prefix + ".bias"))};
 }
 
 kernels::PrecisionLinear packed(const ParameterTable& table, const std::string& prefix, const PrecisionPlan& plan) {
@@ -60,6 +69,7 @@ std::shared_ptr<const InferenceWeights> InferenceWeights::build(std::shared_ptr<
   if (!model->directory.empty()) {
     if (std::optional<quant::QuantizationRecipe> recipe = quant::read_recipe(model->directory)) {
       plan = quant::precision_plan(*recipe);
+      plan.int8_word_embeddings = recipe->int8_embeddings && kernels::cpu_has_int8_dot_product();
     }
   }
   return build(std::move(model), plan);
@@ -71,9 +81,20 @@ std::shared_ptr<const InferenceWeights> InferenceWeights::build(std::shared_ptr<
   const ParameterTable& table = model->parameters;
   const BertConfig& config = model->config;
   const int64_t C = config.hidden_size;
-  weights->word_embeddings = table.get("embeddings.word_embeddings.weight");
-  weights->position_embeddings = table.get("embeddings.position_embeddings.weight");
-  weights->type_embeddings = table.get("embeddings.token_type_embeddings.weight");
+  const Tensor word_embeddings = table.get("embeddings.word_embeddings.weight");  // (V, C)
+  if (plan.int8_word_embeddings) {
+    // Exact for a table that load_model dequantized from int8 rows (see quantized_model.h).
+    const int64_t V = word_embeddings.dim(0);
+    weights->word_embeddings_int8 = Tensor::empty({V, C}, DType::kI8);
+    weights->word_embedding_scales = Tensor::empty({V}, DType::kF32);
+    kernels::quantize_weight_rows(word_embeddings.data<float>(), V, C,
+                                  static_cast<int8_t*>(weights->word_embeddings_int8.raw()),
+                                  weights->word_embedding_scales.data<float>());
+  } else {
+    weights->word_embeddings = word_embeddings;
+  }
+  weights->position_embeddings = owned_copy(table.get("embeddings.position_embeddings.weight"));
+  weights->type_embeddings = owned_copy(table.get("embeddings.token_type_embeddings.weight"));
   weights->embedding_norm = layernorm_weights(table, "embeddings.LayerNorm");
   weights->activation = activation_epilogue(config.hidden_act);
   weights->layers.reserve(config.num_hidden_layers);
@@ -117,6 +138,50 @@ std::shared_ptr<const InferenceWeights> InferenceWeights::build(std::shared_ptr<
   }
   weights->model = std::move(model);
   return weights;
+}
+
+std::shared_ptr<const InferenceWeights> InferenceWeights::load(const std::filesystem::path& directory,
+                                                               std::optional<TaskHead> head) {
+  auto model = std::make_shared<BertModel>(quant::load_model(directory, head));
+  auto packed = std::const_pointer_cast<InferenceWeights>(build(model));
+  // The copy that stays: everything but the parameters.
+  auto slim = std::make_shared<BertModel>();
+  slim->config = model->config;
+  slim->head = model->head;
+  slim->has_pooler = model->has_pooler;
+  slim->num_labels = model->num_labels;
+  slim->directory = model->directory;
+  slim->unused_tensors = model->unused_tensors;
+  if (packed->word_embeddings.defined()) packed->word_embeddings = owned_copy(packed->word_embeddings);
+  packed->model = std::move(slim);
+  model.reset();  // the F32 table goes here
+  return packed;
+}
+
+size_t InferenceWeights::owned_bytes() const {
+  size_t bytes = 0;
+  auto add_tensor = [&](const Tensor& tensor) {
+    if (tensor.defined() && tensor.owner() != model->parameters.values().owner()) bytes += tensor.nbytes();
+  };
+  auto add_linear = [&](const kernels::PrecisionLinear* linear) {
+    if (linear != nullptr) bytes += linear->bytes();
+  };
+  for (const Tensor* tensor : {&word_embeddings, &word_embeddings_int8, &word_embedding_scales, &position_embeddings,
+                               &type_embeddings, &embedding_norm.gamma, &embedding_norm.beta, &mlm_norm.gamma,
+                               &mlm_norm.beta}) {
+    add_tensor(*tensor);
+  }
+  for (const EncoderLayerWeights& layer : layers) {
+    for (const kernels::PrecisionLinear* linear : {&layer.qkv, &layer.attention_out, &layer.intermediate, &layer.output}) {
+      add_linear(linear);
+    }
+    for (const LayerNormWeights* norm : {&layer.attention_norm, &layer.output_norm}) {
+      add_tensor(norm->gamma);
+      add_tensor(norm->beta);
+    }
+  }
+  for (const auto* linear : {pooler.get(), classifier.get(), mlm_transform.get(), mlm_decoder.get()}) add_linear(linear);
+  return bytes;
 }
 
 }  // namespace scalebert

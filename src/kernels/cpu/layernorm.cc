@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/quantize_rows.h"
 #include "kernels/cpu/simd_avx512.h"
 
 namespace scalebert::kernels {
@@ -162,6 +163,12 @@ void add_layernorm_forward(float* out, const float* in, const float* residual, c
       finish_row(y, y, gamma, beta, sum, C, eps, mean ? mean + row : nullptr, rstd ? rstd + row : nullptr);
     }
   });
+}
+
+float layernorm_quantize_row(float* x, const float* gamma, const float* beta, int64_t C, float eps,
+                             int8_t* quantized) {
+  layernorm_forward(x, x, gamma, beta, 1, C, eps);  // one row: no parallel region
+  return quantized != nullptr ? quantize_row_dynamic(x, C, quantized) : 0.0f;
 }
 
 }  // namespace scalebert::kernels

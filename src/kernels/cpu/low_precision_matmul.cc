@@ -6,8 +6,12 @@
 #include <cstdio>
 #include <cstring>
 
+#include <omp.h>
+
 #include "core/error.h"
+#include "core/arena.h"
 #include "kernels/cpu/activations.h"
+#include "kernels/cpu/layernorm.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/quantize_rows.h"
 #include "kernels/cpu/simd_avx512.h"
@@ -205,10 +209,25 @@ PrecisionLinear::PrecisionLinear(const Tensor& weight, const Tensor& bias, Preci
   }
 }
 
+size_t PrecisionLinear::bytes() const {
+  switch (precision_) {
+    case Precision::kF32: return f32_->weights().get_desc().get_size() + f32_->bias().get_desc().get_size();
+    case Precision::kBF16: return bf16_->weights().get_desc().get_size() + bf16_->bias().get_desc().get_size();
+    case Precision::kInt8:
+      return int8_->weights().get_desc().get_size() +
+             sizeof(float) * (int8_->weight_scales().size() + int8_->bias_values().size() +
+                              int8_->output_scales().size() + (int8_->is_static() ? out_features_ : 0));
+  }
+  return 0;
+}
+
 PrecisionLinearStep::PrecisionLinearStep(const PrecisionLinear& linear, const float* x, int64_t x_stride, float* y,
                                          int64_t y_stride, int64_t rows, Epilogue epilogue, bool accumulate,
-                                         const LowPrecisionBuffers& buffers)
+                                         const LowPrecisionBuffers& buffers, const Int8Fusion& fusion)
     : defined_(true), precision_(linear.precision()) {
+  const bool dynamic_int8 = precision_ == Precision::kInt8 && !linear.int8()->is_static();
+  check(!fusion.any() || dynamic_int8, "int8 fusions need a dynamic int8 linear, this one runs ",
+        precision_name(precision_), precision_ == Precision::kInt8 ? " (static)" : "");
   if (precision_ == Precision::kF32) {
     f32_step_ = LinearStep(*linear.f32(), x, x_stride, y, y_stride, rows, epilogue, accumulate);
     scratchpad_bytes_ = f32_step_.scratchpad_bytes();
@@ -230,6 +249,10 @@ PrecisionLinearStep::PrecisionLinearStep(const PrecisionLinear& linear, const fl
   buffers_ = buffers;
   const dnnl::engine& engine = cpu_engine();
 
+  if (dynamic_int8) {
+    build_dynamic_int8(*linear.int8(), fusion);
+    return;
+  }
   if (precision_ == Precision::kBF16) {
     const PackedLinearBf16& packed = *linear.bf16();
     memory::desc source_desc = plain_rows(rows, K, K, DataType::bf16);
@@ -243,30 +266,19 @@ PrecisionLinearStep::PrecisionLinearStep(const PrecisionLinear& linear, const fl
     if (packed.has_bias()) arguments_[DNNL_ARG_BIAS] = packed.bias();
     arguments_[DNNL_ARG_DST] = memory(destination_desc, engine, y);
   } else {
+    // Static int8, fully fused: output scales sx * sw[n], pre-scale bias, activation and sum as post-ops.
     int8_ = linear.int8();
     memory::desc source_desc = plain_rows(rows, K, K, DataType::s8);
+    memory::desc destination_desc = plain_rows(rows, N, y_stride, DataType::f32);
+    dnnl::primitive_attr attributes = step_attributes(epilogue, accumulate);
+    attributes.set_output_scales(1 << 1, int8_->output_scales());
+    dnnl::matmul::desc description(source_desc, int8_->weights().get_desc(), int8_->static_bias().get_desc(),
+                                   destination_desc);
+    primitive_desc_ = make_primitive_desc(description, attributes, rows, K, N, "static int8");
     arguments_[DNNL_ARG_SRC] = memory(source_desc, engine, buffers.activations);
     arguments_[DNNL_ARG_WEIGHTS] = int8_->weights();
-    if (int8_->is_static()) {
-      // Fully fused: output scales sx * sw[n], pre-scale bias, activation and sum as post-ops.
-      memory::desc destination_desc = plain_rows(rows, N, y_stride, DataType::f32);
-      dnnl::primitive_attr attributes = step_attributes(epilogue, accumulate);
-      attributes.set_output_scales(1 << 1, int8_->output_scales());
-      dnnl::matmul::desc description(source_desc, int8_->weights().get_desc(), int8_->static_bias().get_desc(),
-                                     destination_desc);
-      primitive_desc_ = make_primitive_desc(description, attributes, rows, K, N, "static int8");
-      arguments_[DNNL_ARG_BIAS] = int8_->static_bias();
-      arguments_[DNNL_ARG_DST] = memory(destination_desc, engine, y);
-    } else {
-      check(buffers.row_scales != nullptr && buffers.accumulators != nullptr,
-            "dynamic int8 linear step without row scale and accumulator buffers");
-      memory::desc destination_desc = plain_rows(rows, N, N, DataType::s32);
-      dnnl::primitive_attr attributes;
-      attributes.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      dnnl::matmul::desc description(source_desc, int8_->weights().get_desc(), destination_desc);
-      primitive_desc_ = make_primitive_desc(description, attributes, rows, K, N, "int8");
-      arguments_[DNNL_ARG_DST] = memory(destination_desc, engine, buffers.accumulators);
-    }
+    arguments_[DNNL_ARG_BIAS] = int8_->static_bias();
+    arguments_[DNNL_ARG_DST] = memory(destination_desc, engine, y);
   }
   primitive_ = dnnl::matmul(primitive_desc_);
   scratchpad_desc_ = primitive_desc_.scratchpad_desc();
@@ -274,16 +286,146 @@ PrecisionLinearStep::PrecisionLinearStep(const PrecisionLinear& linear, const fl
   if (scratchpad_bytes_ == 0) arguments_[DNNL_ARG_SCRATCHPAD] = memory(scratchpad_desc_, engine, nullptr);
 }
 
+namespace {
+
+// A single-threaded s8 x s8 -> s32 product of `rows` rows (source row stride `stride`), for one
+// block of the blocked step. oneDNN sizes a primitive's thread partition from the OpenMP thread
+// count when it is created; created with 1, it runs its whole product on the calling thread, which
+// is what an execute from inside our parallel region needs.
+dnnl::matmul::primitive_desc single_thread_int8_desc(const PackedLinearInt8& packed, int64_t rows, int64_t stride) {
+  const int64_t K = packed.in_features(), N = packed.out_features();
+  dnnl::matmul::desc description(plain_rows(rows, K, stride, DataType::s8), packed.weights().get_desc(),
+                                 plain_rows(rows, N, N, DataType::s32));
+  dnnl::primitive_attr attributes;
+  attributes.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  try {
+    dnnl::matmul::primitive_desc result = make_primitive_desc(description, attributes, rows, K, N, "int8");
+    omp_set_num_threads(saved_threads);
+    return result;
+  } catch (...) {
+    omp_set_num_threads(saved_threads);
+    throw;
+  }
+}
+
+dnnl::matmul single_thread_primitive(const dnnl::matmul::primitive_desc& desc) {
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  dnnl::matmul primitive(desc);
+  omp_set_num_threads(saved_threads);
+  return primitive;
+}
+
+}  // namespace
+
+void PrecisionLinearStep::build_dynamic_int8(const PackedLinearInt8& packed, const Int8Fusion& fusion) {
+  int8_ = &packed;
+  fusion_ = fusion;
+  const int64_t K = packed.in_features(), N = packed.out_features(), M = rows_;
+  const dnnl::engine& engine = cpu_engine();
+  check(buffers_.row_scales != nullptr && buffers_.accumulators != nullptr,
+        "dynamic int8 linear step without row scale and accumulator buffers");
+  if (fusion.input.defined()) {
+    check(fusion.input.scales != nullptr && fusion.input.stride >= K, "quantized input rows need scales and a stride >= ",
+          K, ", got stride ", fusion.input.stride);
+    input_rows_ = fusion.input;
+  } else {
+    check(x_ != nullptr, "int8 linear step without input rows");
+    input_rows_ = QuantizedRows{static_cast<int8_t*>(buffers_.activations), buffers_.row_scales, K};
+  }
+  if (fusion.output.defined()) {
+    check(fusion.output.scales != nullptr && fusion.output.stride >= N,
+          "quantized output rows need scales and a stride >= ", N, ", got stride ", fusion.output.stride);
+  }
+  if (fusion.norm_gamma != nullptr) {
+    check(fusion.norm_beta != nullptr && epilogue_ == Epilogue::kNone,
+          "a fused layer norm needs gamma and beta and no activation");
+  }
+  if (!fusion.write_f32) {
+    check(fusion.output.defined() && fusion.norm_gamma == nullptr && !accumulate_,
+          "an int8 step that writes no f32 output must write quantized rows, without norm or residual");
+  } else {
+    check(y_ != nullptr, "int8 linear step without output rows");
+  }
+
+  threads_ = std::max(1, omp_get_max_threads());
+  const int64_t blocks = (M + kInt8BlockRows - 1) / kInt8BlockRows;
+  // Blocks only when every thread gets at least two (load balance under a dynamic schedule); the
+  // accumulator buffer holds M x N values, so threads x block rows x N fit.
+  blocked_ = blocks >= 2 * threads_;
+  row_buffers_.assign(static_cast<size_t>(threads_ * N), 0.0f);
+  if (!blocked_) {
+    memory::desc source_desc = plain_rows(M, K, input_rows_.stride, DataType::s8);
+    memory::desc destination_desc = plain_rows(M, N, N, DataType::s32);
+    dnnl::primitive_attr attributes;
+    attributes.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    primitive_desc_ = make_primitive_desc(dnnl::matmul::desc(source_desc, packed.weights().get_desc(), destination_desc),
+                                          attributes, M, K, N, "int8");
+    arguments_[DNNL_ARG_SRC] = memory(source_desc, engine, input_rows_.values);
+    arguments_[DNNL_ARG_WEIGHTS] = packed.weights();
+    arguments_[DNNL_ARG_DST] = memory(destination_desc, engine, buffers_.accumulators);
+    primitive_ = dnnl::matmul(primitive_desc_);
+    scratchpad_desc_ = primitive_desc_.scratchpad_desc();
+    scratchpad_bytes_ = scratchpad_desc_.get_size();
+    if (scratchpad_bytes_ == 0) arguments_[DNNL_ARG_SCRATCHPAD] = memory(scratchpad_desc_, engine, nullptr);
+    return;
+  }
+  const int64_t tail = M % kInt8BlockRows;
+  primitive_desc_ = single_thread_int8_desc(packed, kInt8BlockRows, input_rows_.stride);
+  primitive_ = single_thread_primitive(primitive_desc_);
+  size_t per_thread = primitive_desc_.scratchpad_desc().get_size();
+  if (tail > 0) {
+    tail_desc_ = single_thread_int8_desc(packed, tail, input_rows_.stride);
+    tail_primitive_ = single_thread_primitive(tail_desc_);
+    per_thread = std::max(per_thread, tail_desc_.scratchpad_desc().get_size());
+  }
+  thread_scratchpad_bytes_ = align_up(std::max<size_t>(per_thread, 1));
+  scratchpad_bytes_ = thread_scratchpad_bytes_ * static_cast<size_t>(threads_);
+  block_threads_.resize(threads_);
+  for (int thread = 0; thread < threads_; ++thread) {
+    BlockThread& state = block_threads_[thread];
+    int32_t* accumulators = buffers_.accumulators + thread * kInt8BlockRows * N;  // (block rows, N) of this thread
+    state.stream = dnnl::stream(engine);
+    state.source = memory(primitive_desc_.src_desc(), engine, input_rows_.values);
+    state.arguments = {{DNNL_ARG_SRC, state.source},
+                       {DNNL_ARG_WEIGHTS, packed.weights()},
+                       {DNNL_ARG_DST, memory(primitive_desc_.dst_desc(), engine, accumulators)}};
+    if (tail > 0) {
+      state.tail_source = memory(tail_desc_.src_desc(), engine, input_rows_.values);
+      state.tail_arguments = {{DNNL_ARG_SRC, state.tail_source},
+                              {DNNL_ARG_WEIGHTS, packed.weights()},
+                              {DNNL_ARG_DST, memory(tail_desc_.dst_desc(), engine, accumulators)}};
+    }
+  }
+}
+
 void PrecisionLinearStep::bind_scratchpad(void* scratchpad) {
   if (precision_ == Precision::kF32) {
     f32_step_.bind_scratchpad(scratchpad);
     return;
   }
+  if (blocked_) {
+    for (int thread = 0; thread < threads_; ++thread) {
+      char* base = static_cast<char*>(scratchpad) + thread * thread_scratchpad_bytes_;
+      BlockThread& state = block_threads_[thread];
+      state.arguments[DNNL_ARG_SCRATCHPAD] = memory(primitive_desc_.scratchpad_desc(), cpu_engine(), base);
+      if (tail_primitive_) state.tail_arguments[DNNL_ARG_SCRATCHPAD] = memory(tail_desc_.scratchpad_desc(), cpu_engine(), base);
+    }
+    scratchpad_bound_ = true;
+    return;
+  }
   arguments_[DNNL_ARG_SCRATCHPAD] = memory(scratchpad_desc_, cpu_engine(), scratchpad);
+  scratchpad_bound_ = true;
 }
 
 const char* PrecisionLinearStep::implementation() const {
   return precision_ == Precision::kF32 ? f32_step_.implementation() : primitive_desc_.impl_info_str();
+}
+
+const char* PrecisionLinearStep::tail_implementation() const {
+  return tail_primitive_ ? tail_desc_.impl_info_str() : implementation();
 }
 
 void PrecisionLinearStep::run(dnnl::stream& stream) const {
@@ -291,67 +433,145 @@ void PrecisionLinearStep::run(dnnl::stream& stream) const {
     f32_step_.run(stream);
     return;
   }
-  check(arguments_.count(DNNL_ARG_SCRATCHPAD) == 1, "linear step run before bind_scratchpad");
+  check(scratchpad_bound_ || arguments_.count(DNNL_ARG_SCRATCHPAD) == 1, "linear step run before bind_scratchpad");
   const int64_t K = in_features_;
   if (precision_ == Precision::kBF16) {
     convert_rows_bf16(x_, x_stride_, rows_, K, static_cast<BFloat16*>(buffers_.activations), K);
     primitive_.execute(stream, arguments_);
     return;
   }
-  int8_t* quantized = static_cast<int8_t*>(buffers_.activations);
   if (int8_->is_static()) {
-    quantize_rows_static(x_, x_stride_, rows_, K, int8_->input_scale(), quantized, K);
+    quantize_rows_static(x_, x_stride_, rows_, K, int8_->input_scale(), static_cast<int8_t*>(buffers_.activations), K);
     primitive_.execute(stream, arguments_);
     return;
   }
-  quantize_rows_dynamic(x_, x_stride_, rows_, K, quantized, K, buffers_.row_scales);
-  primitive_.execute(stream, arguments_);
-  stream.wait();  // the epilogue reads the accumulators
-  run_int8_epilogue();
+  run_dynamic_int8(stream);
 }
 
-// y = act(sx[m] * sw[n] * acc[m, n] + b[n]) [+ y_old], in chunks of a row small enough to stay in
-// registers and L1 while the activation runs over them.
-void PrecisionLinearStep::run_int8_epilogue() const {
+void PrecisionLinearStep::run_dynamic_int8(dnnl::stream& stream) const {
+  const int64_t K = in_features_, N = int8_->out_features();
+  const bool quantize_input = !fusion_.input.defined();
+  if (!blocked_) {
+    if (quantize_input) {
+      quantize_rows_dynamic(x_, x_stride_, rows_, K, input_rows_.values, input_rows_.stride, input_rows_.scales);
+    }
+    primitive_.execute(stream, arguments_);
+    stream.wait();  // the epilogue reads the accumulators
+    constexpr int64_t kRowGrain = 4;
+    const int64_t chunks = (rows_ + kRowGrain - 1) / kRowGrain;
+#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) if (chunks > 1)
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      const int64_t begin = chunk * kRowGrain, end = std::min(rows_, begin + kRowGrain);
+      int8_epilogue(begin, end, buffers_.accumulators + begin * N, row_buffers_.data() + omp_get_thread_num() * N);
+    }
+    return;
+  }
+  // One parallel region for the whole product: each block is quantized, multiplied and finished by
+  // one thread while its rows and accumulators are in that core's caches. Dynamic scheduling lets a
+  // thread that the OS deschedules leave its blocks to the others.
+  const int64_t blocks = (rows_ + kInt8BlockRows - 1) / kInt8BlockRows;
+#pragma omp parallel num_threads(threads_)
+  {
+    const int thread = omp_get_thread_num();
+    const BlockThread& state = block_threads_[thread];
+    dnnl::stream& thread_stream = const_cast<dnnl::stream&>(state.stream);
+    float* row_buffer = row_buffers_.data() + thread * N;
+    const int32_t* accumulators = buffers_.accumulators + thread * kInt8BlockRows * N;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t block = 0; block < blocks; ++block) {
+      const int64_t begin = block * kInt8BlockRows, end = std::min(rows_, begin + kInt8BlockRows);
+      int8_t* block_rows = input_rows_.values + begin * input_rows_.stride;
+      if (quantize_input) {
+        quantize_rows_dynamic(x_ + begin * x_stride_, x_stride_, end - begin, K, block_rows, input_rows_.stride,
+                              input_rows_.scales + begin);
+      }
+      const bool full = end - begin == kInt8BlockRows;
+      (full ? state.source : state.tail_source).set_data_handle(block_rows);
+      (full ? primitive_ : tail_primitive_).execute(thread_stream, full ? state.arguments : state.tail_arguments);
+      thread_stream.wait();
+      int8_epilogue(begin, end, accumulators, row_buffer);
+    }
+  }
+}
+
+// For each row m of [begin, end), with acc the product row and s = sx[m] * sw[n]:
+//   plain:     y = act(s * acc + b) [+ y_old]                 (chunks of 256 kept in L1)
+//   quantized: r = act(s * acc + b), y = r if written, q = quantize(r)   (whole row in row_buffer)
+//   norm:      y = LayerNorm(y_old + s * acc + b) in place, q = quantize(y) when wanted
+void PrecisionLinearStep::int8_epilogue(int64_t begin, int64_t end, const int32_t* accumulators,
+                                        float* row_buffer) const {
   const int64_t N = int8_->out_features();
   const float* weight_scales = int8_->weight_scales().data();
   const float* bias = int8_->has_bias() ? int8_->bias_values().data() : nullptr;
   const bool activate = epilogue_ != Epilogue::kNone;
   const Activation activation = activate ? epilogue_activation(epilogue_) : Activation::kRelu;
-  constexpr int64_t kChunk = 256;
-  parallel_chunks(rows_, 4, [&](int64_t begin, int64_t end) {
-    alignas(64) float values[kChunk];
-    for (int64_t row = begin; row < end; ++row) {
-      const int32_t* accumulators = buffers_.accumulators + row * N;
-      const float row_scale = buffers_.row_scales[row];
-      float* out = y_ + row * y_stride_;
-      for (int64_t start = 0; start < N; start += kChunk) {
-        const int64_t count = std::min(kChunk, N - start);
-        int64_t i = 0;
+  const bool norm = fusion_.norm_gamma != nullptr;
+  const bool quantize_output = fusion_.output.defined();
+  const float* row_scales = input_rows_.scales;
+  // values[i] = s * acc[i] + b[i] (+ residual[i] when given), i in [0, count).
+  auto scale_row = [&](float* values, const int32_t* acc, const float* residual, float row_scale, int64_t start,
+                       int64_t count) {
 #ifdef __AVX512F__
-        const __m512 scale = _mm512_set1_ps(row_scale);
-        for (; i < count; i += simd::kLanes) {
-          const __mmask16 mask = simd::tail_mask(count - i);
-          const __m512 acc = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mask, accumulators + start + i));
-          const __m512 column_scale = _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(mask, weight_scales + start + i));
-          const __m512 offset = bias != nullptr ? _mm512_maskz_loadu_ps(mask, bias + start + i) : _mm512_setzero_ps();
-          _mm512_store_ps(values + i, _mm512_fmadd_ps(acc, column_scale, offset));
-        }
+    const __m512 scale = _mm512_set1_ps(row_scale);
+    for (int64_t i = 0; i < count; i += simd::kLanes) {
+      const __mmask16 mask = simd::tail_mask(count - i);
+      const __m512 product = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mask, acc + start + i));
+      const __m512 column_scale = _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(mask, weight_scales + start + i));
+      __m512 offset = bias != nullptr ? _mm512_maskz_loadu_ps(mask, bias + start + i) : _mm512_setzero_ps();
+      __m512 value = _mm512_fmadd_ps(product, column_scale, offset);
+      if (residual != nullptr) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, residual + i));
+      _mm512_mask_storeu_ps(values + i, mask, value);
+    }
 #else
-        for (; i < count; ++i) {
-          values[i] = static_cast<float>(accumulators[start + i]) * (row_scale * weight_scales[start + i]) +
-                      (bias != nullptr ? bias[start + i] : 0.0f);
-        }
+    for (int64_t i = 0; i < count; ++i) {
+      float value = static_cast<float>(acc[start + i]) * (row_scale * weight_scales[start + i]) +
+                    (bias != nullptr ? bias[start + i] : 0.0f);
+      values[i] = residual != nullptr ? value + residual[i] : value;
+    }
 #endif
-        if (activate) activation_forward(activation, values, count);
+  };
+  for (int64_t row = begin; row < end; ++row) {
+    const int32_t* acc = accumulators + (row - begin) * N;
+    const float row_scale = row_scales[row];
+    float* out = y_ + row * y_stride_;
+    if (norm) {
+      scale_row(out, acc, accumulate_ ? out : nullptr, row_scale, 0, N);
+      const float scale = layernorm_quantize_row(out, fusion_.norm_gamma, fusion_.norm_beta, N, fusion_.norm_eps,
+                                                 quantize_output ? fusion_.output.values + row * fusion_.output.stride
+                                                                 : nullptr);
+      if (quantize_output) fusion_.output.scales[row] = scale;
+      continue;
+    }
+    if (quantize_output) {
+      scale_row(row_buffer, acc, nullptr, row_scale, 0, N);
+      if (activate) activation_forward(activation, row_buffer, N);
+      if (fusion_.write_f32) {
         if (accumulate_) {
-          for (int64_t j = 0; j < count; ++j) out[start + j] += values[j];
+          for (int64_t i = 0; i < N; ++i) out[i] += row_buffer[i];
         } else {
-          std::memcpy(out + start, values, count * sizeof(float));
+          std::memcpy(out, row_buffer, N * sizeof(float));
         }
       }
+      fusion_.output.scales[row] =
+          quantize_row_dynamic(row_buffer, N, fusion_.output.values + row * fusion_.output.stride);
+      continue;
     }
-  });
+    if (!activate) {  // one pass straight into y
+      scale_row(out, acc, accumulate_ ? out : nullptr, row_scale, 0, N);
+      continue;
+    }
+    constexpr int64_t kChunk = 256;
+    for (int64_t start = 0; start < N; start += kChunk) {
+      const int64_t count = std::min(kChunk, N - start);
+      scale_row(row_buffer, acc, nullptr, row_scale, start, count);
+      activation_forward(activation, row_buffer, count);
+      if (accumulate_) {
+        for (int64_t j = 0; j < count; ++j) out[start + j] += row_buffer[j];
+      } else {
+        std::memcpy(out + start, row_buffer, count * sizeof(float));
+      }
+    }
+  }
 }
 
 void int8_linear_reference(const float* x, const int8_t* quantized_weight, const float* weight_scales,

@@ -21,6 +21,18 @@
 //            output scales (v3 changed this), so the packed bias is b[n] / (sx * sw[n]).
 // bf16 (AVX512_BF16): activations rounded to bf16 rows by VCVTNE2PS2BF16, weights bf16 in
 // oneDNN's layout, f32 accumulation and output with bias, activation and sum post-ops fused.
+//
+// Dynamic int8 fusions (Int8Fusion). The int8 products run near the VNNI peak, so what costs is
+// every pass over memory around them. A dynamic step can
+//   - read its input already quantized (QuantizedRows written by the producer while the rows were
+//     hot) instead of quantizing x itself;
+//   - quantize its own output rows for the next Linear (after the activation: the intermediate
+//     Linear then never writes its f32 output at all);
+//   - finish with LayerNorm(y_old + x W^T + b), the post-LN block ending, and quantize that.
+// Large M runs row blocks (kInt8BlockRows): each OpenMP thread takes a block, quantizes its input
+// rows, runs a single-threaded oneDNN product on them into its own accumulator slice (which stays
+// in L2) and runs the epilogue at once; the s32 accumulators never travel through DRAM. Small M
+// (too few blocks to share among the threads) runs one multithreaded product, then the epilogue.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +64,31 @@ struct LowPrecisionBuffers {
   float* row_scales = nullptr;       // (M) dynamic int8 activation scales
   int32_t* accumulators = nullptr;   // (M, N) dynamic int8 products
 };
+
+// Activation rows in symmetric int8 with one scale per row: x[m, k] ~= values[m, k] * scales[m].
+struct QuantizedRows {
+  int8_t* values = nullptr;  // (M, K) with row stride `stride`
+  float* scales = nullptr;   // (M)
+  int64_t stride = 0;
+  bool defined() const { return values != nullptr; }
+};
+
+// Optional fusions of a dynamic int8 step (see the file comment). Every field off: the plain step.
+struct Int8Fusion {
+  QuantizedRows input;     // defined: the step reads these rows (K wide) instead of quantizing x
+  QuantizedRows output;    // defined: the step's output rows (N wide, after activation / norm) quantized here
+  bool write_f32 = true;   // false: y is not written (needs `output`, and no norm or accumulate)
+  // Non-null: y = LayerNorm(y_old + x W^T + b) over the N = C columns (accumulate must be on and
+  // the epilogue kNone); y is written, then quantized into `output` when that is defined.
+  const float* norm_gamma = nullptr;  // (N)
+  const float* norm_beta = nullptr;   // (N)
+  float norm_eps = 0.0f;
+  bool any() const { return input.defined() || output.defined() || norm_gamma != nullptr || !write_f32; }
+};
+
+// Rows per block of the blocked dynamic int8 step: the block's s32 accumulators (64 x 3072 x 4 B =
+// 768 KiB at the widest BERT-base product) stay in a Zen 4 core's 1 MiB L2 with its input rows.
+inline constexpr int64_t kInt8BlockRows = 64;
 
 class PackedLinearInt8 {
  public:
@@ -112,6 +149,8 @@ class PrecisionLinear {
   const PackedLinear* f32() const { return f32_.get(); }
   const PackedLinearInt8* int8() const { return int8_.get(); }
   const PackedLinearBf16* bf16() const { return bf16_.get(); }
+  // Bytes of the packed weights (with the int8 compensation), scales and bias.
+  size_t bytes() const;
 
  private:
   Precision precision_ = Precision::kF32;
@@ -125,22 +164,39 @@ class PrecisionLinear {
 // One Linear over M rows bound to fixed buffers, in the layer's precision, with LinearStep's
 // contract: y = epilogue(x W^T + b) [+ y_old]; x: (M, K) row stride x_stride; y: (M, N) row stride
 // y_stride; y must not alias x. Low-precision steps also use `buffers` (sized for M rows, K and N).
+// `fusion` (dynamic int8 only; InvalidArgument otherwise) changes where the input comes from and
+// what is written, see Int8Fusion; x may then be null when fusion.input is defined, y null when
+// write_f32 is false.
 class PrecisionLinearStep {
  public:
   PrecisionLinearStep() = default;
   PrecisionLinearStep(const PrecisionLinear& linear, const float* x, int64_t x_stride, float* y, int64_t y_stride,
-                      int64_t rows, Epilogue epilogue, bool accumulate, const LowPrecisionBuffers& buffers);
+                      int64_t rows, Epilogue epilogue, bool accumulate, const LowPrecisionBuffers& buffers,
+                      const Int8Fusion& fusion = {});
 
   size_t scratchpad_bytes() const { return scratchpad_bytes_; }
   void bind_scratchpad(void* scratchpad);
   void run(dnnl::stream& stream) const;
   bool defined() const { return defined_; }
   Precision precision() const { return precision_; }
-  // The oneDNN implementation of the product, e.g. "brg:avx512_core_vnni".
+  // Whether the dynamic int8 step runs in row blocks (one single-threaded product per block).
+  bool blocked() const { return blocked_; }
+  // The oneDNN implementation of the product, e.g. "brg:avx512_core_vnni" (of a full block when
+  // blocked; the tail block's, when there is one, is tail_implementation()).
   const char* implementation() const;
+  const char* tail_implementation() const;
 
  private:
-  void run_int8_epilogue() const;
+  // Per-thread state of the blocked mode: oneDNN memory objects re-pointed at each block.
+  struct BlockThread {
+    dnnl::stream stream;
+    dnnl::memory source, tail_source;  // re-pointed at each block's rows
+    std::unordered_map<int, dnnl::memory> arguments, tail_arguments;  // full and tail blocks
+  };
+  void build_dynamic_int8(const PackedLinearInt8& packed, const Int8Fusion& fusion);
+  void run_dynamic_int8(dnnl::stream& stream) const;
+  // Epilogue of rows [begin, end): accumulators row r at accumulators + (r - begin) * N.
+  void int8_epilogue(int64_t begin, int64_t end, const int32_t* accumulators, float* row_buffer) const;
 
   bool defined_ = false;
   Precision precision_ = Precision::kF32;
@@ -152,11 +208,22 @@ class PrecisionLinearStep {
   Epilogue epilogue_ = Epilogue::kNone;
   bool accumulate_ = false;
   LowPrecisionBuffers buffers_;
+  Int8Fusion fusion_;
+  QuantizedRows input_rows_;  // where the dynamic int8 product reads its s8 rows and scales
   dnnl::matmul::primitive_desc primitive_desc_;
   dnnl::matmul primitive_;
   std::unordered_map<int, dnnl::memory> arguments_;
   dnnl::memory::desc scratchpad_desc_;
   size_t scratchpad_bytes_ = 0;
+  bool scratchpad_bound_ = false;
+  // Blocked dynamic int8.
+  bool blocked_ = false;
+  int threads_ = 1;
+  dnnl::matmul::primitive_desc tail_desc_;
+  dnnl::matmul tail_primitive_;
+  size_t thread_scratchpad_bytes_ = 0;
+  std::vector<BlockThread> block_threads_;
+  mutable std::vector<float> row_buffers_;  // (threads, N) epilogue rows, scratch of run()
 };
 
 // References (plain loops, double accumulation through linear_reference): the fast paths compute

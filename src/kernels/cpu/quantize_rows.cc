@@ -32,7 +32,11 @@ float row_max_abs(const float* x, int64_t n) {
     const __mmask16 mask = simd::tail_mask(n - i);
     best = _mm512_max_ps(best, _mm512_abs_ps(_mm512_maskz_loadu_ps(mask, x + i)));
   }
-  return _mm512_reduce_max_ps(best);
+  // Through memory rather than _mm512_reduce_max_ps: GCC 12 flags that intrinsic's undefined
+  // pass-through operand (-Wuninitialized) wherever it is inlined outside a loop.
+  alignas(64) float lanes[simd::kLanes];
+  _mm512_store_ps(lanes, best);
+  return *std::max_element(lanes, lanes + simd::kLanes);
 #else
   float best = 0.0f;
   for (int64_t i = 0; i < n; ++i) best = std::max(best, std::fabs(x[i]));
@@ -64,13 +68,17 @@ void quantize_weight_rows(const float* weight, int64_t rows, int64_t columns, in
   quantize_rows_dynamic(weight, columns, rows, columns, quantized, columns, scales);
 }
 
+float quantize_row_dynamic(const float* x, int64_t n, int8_t* quantized) {
+  const float max_abs = row_max_abs(x, n);
+  quantize_row(x, n, inverse_scale(max_abs), quantized);
+  return max_abs / kInt8Max;
+}
+
 void quantize_rows_dynamic(const float* x, int64_t x_stride, int64_t rows, int64_t columns, int8_t* quantized,
                            int64_t q_stride, float* row_scales) {
   parallel_chunks(rows, kRowGrain, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      const float max_abs = row_max_abs(x + row * x_stride, columns);
-      row_scales[row] = max_abs / kInt8Max;
-      quantize_row(x + row * x_stride, columns, inverse_scale(max_abs), quantized + row * q_stride);
+      row_scales[row] = quantize_row_dynamic(x + row * x_stride, columns, quantized + row * q_stride);
     }
   });
 }

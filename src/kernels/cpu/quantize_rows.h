@@ -29,6 +29,11 @@ void quantize_rows_dynamic(const float* x, int64_t x_stride, int64_t rows, int64
 void quantize_rows_static(const float* x, int64_t x_stride, int64_t rows, int64_t columns, float scale,
                           int8_t* quantized, int64_t q_stride);
 
+// One row, dynamic, for kernels that quantize rows they just produced while the row is in cache
+// (fused epilogues, layer norm): q (n) gets x (n) quantized with its own scale, which is returned
+// (max |x| / 127). Bit for bit what quantize_rows_dynamic does to that row. Serial.
+float quantize_row_dynamic(const float* x, int64_t n, int8_t* quantized);
+
 // f32 rows -> bf16 rows (round to nearest even), x row stride x_stride, out row stride out_stride.
 void convert_rows_bf16(const float* x, int64_t x_stride, int64_t rows, int64_t columns, BFloat16* out,
                        int64_t out_stride);
