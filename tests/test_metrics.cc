@@ -44,6 +44,21 @@ TEST(ClassificationReport, MacroSkipsClassesAbsentFromLabelsAndPredictions) {
   EXPECT_DOUBLE_EQ(report.per_class[3].f1, 0.0);
 }
 
+TEST(ClassificationReport, FormatsTableAndConfusionMatrix) {
+  const std::vector<int32_t> labels{0, 0, 1, 1, 2, 2};
+  const std::vector<int32_t> predictions{0, 1, 1, 1, 0, 2};
+  const std::vector<std::string> names{"Bearish", "Bullish", "Neutral"};
+  const std::string text = format_classification_report(classification_report(labels, predictions, 3), names);
+  // The rows scikit-learn prints for the same inputs (classification_report(digits=4)).
+  EXPECT_NE(text.find("  Bullish     0.6667     1.0000     0.8000          2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find(" accuracy                           0.6667          6\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("macro avg     0.7222     0.6667     0.6556          6\n"), std::string::npos) << text;
+  // Confusion rows: true class, then counts per predicted class.
+  EXPECT_NE(text.find("  Neutral       1       0       1\n"), std::string::npos) << text;
+  const std::vector<std::string> two_names{"a", "b"};
+  EXPECT_THROW(format_classification_report(classification_report(labels, predictions, 3), two_names), InvalidArgument);
+}
+
 TEST(ClassificationReport, RejectsBadInput) {
   const std::vector<int32_t> two{0, 1}, one{0}, out_of_range{0, 5};
   EXPECT_THROW(classification_report(two, one, 2), InvalidArgument);

@@ -638,7 +638,7 @@ TEST(ServerLifecycle, ServeCommandExitsZeroOnSigterm) {
   }
   const std::string port_text = std::to_string(port_number);
   std::vector<std::string> arguments = {binary.string(), "serve", "--model-repository", root.string(),
-                                        "--http-port", port_text, "--metrics-port", "-1", "--no-strict-readiness"};
+                                        "--http-port", port_text, "--metrics-port", "-1", "--no-grpc", "--no-strict-readiness"};
   std::vector<char*> argv;
   for (std::string& argument : arguments) argv.push_back(argument.data());
   argv.push_back(nullptr);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <set>
 
 #include "core/error.h"
@@ -63,6 +64,44 @@ ClassificationReport classification_report(std::span<const int32_t> labels, std:
   report.macro_recall /= static_cast<double>(present);
   report.macro_f1 /= static_cast<double>(present);
   return report;
+}
+
+std::string format_classification_report(const ClassificationReport& report, std::span<const std::string> names) {
+  check(names.size() == report.per_class.size(), "format_classification_report: ", names.size(), " names for ",
+        report.per_class.size(), " classes");
+  size_t width = std::string_view("macro avg").size();
+  for (const std::string& name : names) width = std::max(width, name.size());
+  const int w = static_cast<int>(width);
+  std::string text;
+  char line[256];
+  auto append = [&](const char* format, auto... values) {
+    std::snprintf(line, sizeof line, format, values...);
+    text += line;
+  };
+  append("%*s %10s %10s %10s %10s\n", w, "", "precision", "recall", "f1-score", "support");
+  for (size_t c = 0; c < names.size(); ++c) {
+    const ClassScores& scores = report.per_class[c];
+    append("%*s %10.4f %10.4f %10.4f %10lld\n", w, names[c].c_str(), scores.precision, scores.recall, scores.f1,
+           static_cast<long long>(scores.support));
+  }
+  append("%*s %10s %10s %10.4f %10lld\n", w, "accuracy", "", "", report.accuracy,
+         static_cast<long long>(report.examples));
+  append("%*s %10.4f %10.4f %10.4f %10lld\n", w, "macro avg", report.macro_precision, report.macro_recall,
+         report.macro_f1, static_cast<long long>(report.examples));
+  // Confusion matrix: columns as wide as the longest class name (at least the widest count).
+  size_t column = 6;
+  for (const std::string& name : names) column = std::max(column, name.size());
+  const int cw = static_cast<int>(column);
+  text += "\nconfusion matrix (rows: true class, columns: predicted class)\n";
+  append("%*s", w, "");
+  for (const std::string& name : names) append(" %*s", cw, name.c_str());
+  text += "\n";
+  for (size_t c = 0; c < names.size(); ++c) {
+    append("%*s", w, names[c].c_str());
+    for (int64_t count : report.confusion[c]) append(" %*lld", cw, static_cast<long long>(count));
+    text += "\n";
+  }
+  return text;
 }
 
 std::vector<Entity> get_entities(std::span<const std::vector<std::string>> sentences) {

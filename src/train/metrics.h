@@ -38,6 +38,11 @@ struct ClassificationReport {
 ClassificationReport classification_report(std::span<const int32_t> labels, std::span<const int32_t> predictions,
                                            int32_t num_classes);
 
+// The report as text, the way scikit-learn's classification_report lays it out (one row per class:
+// precision, recall, F1, support; then accuracy and the macro average), followed by the confusion
+// matrix with true classes as rows and predicted classes as columns. `names` are the K class names.
+std::string format_classification_report(const ClassificationReport& report, std::span<const std::string> names);
+
 // One entity as seqeval's get_entities returns it: type and inclusive token range over the
 // concatenation of all sentences (each followed by one "O").
 struct Entity {
