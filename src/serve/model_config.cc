@@ -498,4 +498,36 @@ ModelConfig parse_model_config(std::string_view text, const std::string& source)
   return Mapper(source).map(TextParser(text, source).parse_document());
 }
 
+std::optional<StoreSource> store_source(const ModelConfig& config, const std::filesystem::path& model_folder,
+                                        const std::string& source) {
+  const auto roots = config.parameters.find(kStoreRootsParameter);
+  if (roots == config.parameters.end()) {
+    check<FormatError>(config.parameters.count(kStorePollParameter) == 0, source, ": parameter ",
+                       kStorePollParameter, " needs ", kStoreRootsParameter);
+    return std::nullopt;
+  }
+  StoreSource store;
+  const std::string& text = roots->second;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    if (comma > start) {
+      const std::filesystem::path root = text.substr(start, comma - start);
+      store.roots.push_back((root.is_absolute() ? root : model_folder / root).lexically_normal());
+    }
+    start = comma + 1;
+  }
+  check<FormatError>(!store.roots.empty(), source, ": parameter ", kStoreRootsParameter, " \"", text,
+                     "\" names no root (expected comma-separated folders)");
+  const std::string poll = config.parameter(kStorePollParameter, "0");
+  int64_t milliseconds = -1;
+  auto [end, error] = std::from_chars(poll.data(), poll.data() + poll.size(), milliseconds);
+  check<FormatError>(error == std::errc() && end == poll.data() + poll.size() && milliseconds >= 0, source,
+                     ": parameter ", kStorePollParameter, " must be an integer >= 0 (milliseconds), got \"", poll,
+                     "\"");
+  store.poll_interval = std::chrono::milliseconds(milliseconds);
+  return store;
+}
+
 }  // namespace scalebert::serve

@@ -7,9 +7,19 @@
 // version_policy {latest {num_versions} | all {} | specific {versions}}, parameters {key, value
 // {string_value}}. Any other field is a FormatError naming it and its line, so that a typo does
 // not silently change how a model is served.
+//
+// Versions from a checkpoint store (docs/checkpoint_store.md) instead of numeric folders:
+//   parameters { key: "store_roots" value: { string_value: "/d0/ckpt,/d1/ckpt,/d2/ckpt" } }
+//   parameters { key: "store_poll_interval_ms" value: { string_value: "2000" } }    optional
+// The model's versions are the store's committed versions up to `latest` (version_policy picks
+// among them as among folders: the default latest {num_versions: 1} serves `latest`); relative
+// roots are relative to the model folder. With a poll interval > 0 the repository watches
+// `latest` and reloads the model when it moves.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
@@ -75,6 +85,19 @@ struct ModelConfig {
   // Triton's JSON form (protobuf JSON mapping: 64-bit integers as strings).
   nlohmann::json to_json() const;
 };
+
+inline constexpr const char* kStoreRootsParameter = "store_roots";
+inline constexpr const char* kStorePollParameter = "store_poll_interval_ms";
+
+struct StoreSource {
+  std::vector<std::filesystem::path> roots;     // in the store's order; relative ones resolved
+  std::chrono::milliseconds poll_interval{0};   // 0: load once, do not watch
+};
+
+// The model's store, when its config sets store_roots; nullopt otherwise. FormatError naming the
+// parameter and `source` for an empty root list or a poll interval that is not an integer >= 0.
+std::optional<StoreSource> store_source(const ModelConfig& config, const std::filesystem::path& model_folder,
+                                        const std::string& source = "config.pbtxt");
 
 // Parses config.pbtxt text; `source` (the file name) prefixes every FormatError with the line.
 ModelConfig parse_model_config(std::string_view text, const std::string& source = "config.pbtxt");

@@ -1,10 +1,13 @@
-// Model repository: folder scanning, config parsing, version selection, and the state table.
+// Model repository: folder scanning, config parsing, version selection, the state table, and
+// versions from a checkpoint store with the watcher that reloads them.
 #include "serve/repository.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "core/error.h"
 #include "io/file_util.h"
+#include "io/store/locator.h"
 #include "serve/status.h"
 
 namespace scalebert::serve {
@@ -24,6 +27,15 @@ std::optional<int64_t> version_number(const std::string& folder) {
   return std::stoll(folder);
 }
 
+std::string roots_text(const StoreSource& source) {
+  std::string text;
+  for (const std::filesystem::path& root : source.roots) {
+    if (!text.empty()) text += ',';
+    text += root.string();
+  }
+  return text;
+}
+
 }  // namespace
 
 ModelRepository::ModelRepository(std::filesystem::path root, ServeLimits limits)
@@ -31,6 +43,8 @@ ModelRepository::ModelRepository(std::filesystem::path root, ServeLimits limits)
   check<IoError>(std::filesystem::is_directory(root_), "model repository ", root_.string(),
                  " does not exist or is not a directory");
 }
+
+ModelRepository::~ModelRepository() { stop_watching(); }
 
 void ModelRepository::load_all() {
   std::vector<std::string> names;
@@ -71,20 +85,31 @@ void ModelRepository::load(const std::string& name) {
     if (config.name.empty()) config.name = name;
     check<FormatError>(config.name == name, config_path.string(), ": name \"", config.name,
                        "\" differs from its folder name \"", name, "\"");
+    const std::optional<StoreSource> source = store_source(config, folder, config_path.string());
     std::vector<int64_t> available;
     for (const auto& child : std::filesystem::directory_iterator(folder)) {
       if (!child.is_directory()) continue;  // follows symlinks
       if (const auto version = version_number(child.path().filename().string())) available.push_back(*version);
     }
-    const std::vector<int64_t> chosen = config.version_policy.select(available);
-    check<IoError>(!chosen.empty(), "model '", name, "': no version folder matches the version policy (found ",
-                   available.size(), " numeric folders)");
     std::map<int64_t, std::shared_ptr<ServedModel>> versions;
-    for (int64_t version : chosen) {
-      try {
-        versions[version] = ServedModel::load(config, version, folder / std::to_string(version), limits_);
-      } catch (const std::exception& error) {
-        throw Error(str_cat("model '", name, "' version ", version, ": ", error.what()));
+    std::vector<std::string> warnings;
+    uint64_t store_latest = 0;
+    if (source) {
+      check<FormatError>(available.empty(), config_path.string(), ": model '", name,
+                         "' takes its versions from the checkpoint store (parameter ", kStoreRootsParameter, ") but ",
+                         folder.string(), " also has ", available.size(),
+                         " numeric version folders: remove them or the parameter");
+      versions = load_store_versions(config, *source, warnings, store_latest);
+    } else {
+      const std::vector<int64_t> chosen = config.version_policy.select(available);
+      check<IoError>(!chosen.empty(), "model '", name, "': no version folder matches the version policy (found ",
+                     available.size(), " numeric folders)");
+      for (int64_t version : chosen) {
+        try {
+          versions[version] = ServedModel::load(config, version, folder / std::to_string(version), limits_);
+        } catch (const std::exception& error) {
+          throw Error(str_cat("model '", name, "' version ", version, ": ", error.what()));
+        }
       }
     }
     std::map<int64_t, std::shared_ptr<ServedModel>> old;
@@ -95,6 +120,12 @@ void ModelRepository::load(const std::string& name) {
       entry.versions = std::move(versions);
       entry.state = "READY";
       entry.reason.clear();
+      entry.warnings = std::move(warnings);
+    }
+    if (source && source->poll_interval.count() > 0) {
+      watch(name, *source, store_latest);
+    } else {
+      unwatch(name);
     }
     // `old` is released here, outside the lock: each old version drains once its last request ends.
   } catch (const std::exception& error) {
@@ -108,6 +139,7 @@ void ModelRepository::load(const std::string& name) {
 }
 
 void ModelRepository::unload(const std::string& name) {
+  unwatch(name);
   std::lock_guard load_lock(load_mutex_);
   std::map<int64_t, std::shared_ptr<ServedModel>> old;
   {
@@ -121,6 +153,7 @@ void ModelRepository::unload(const std::string& name) {
 }
 
 void ModelRepository::unload_all() {
+  stop_watching();
   std::vector<std::string> names;
   {
     std::lock_guard lock(mutex_);
@@ -208,6 +241,127 @@ std::vector<std::shared_ptr<ServedModel>> ModelRepository::versions(const std::s
   std::vector<std::shared_ptr<ServedModel>> all;
   for (const auto& [version, model] : found->second.versions) all.push_back(model);
   return all;
+}
+
+std::vector<std::string> ModelRepository::load_warnings(const std::string& name) const {
+  std::lock_guard lock(mutex_);
+  const auto found = models_.find(name);
+  if (found == models_.end()) throw NotFound(str_cat("unknown model '", name, "'"));
+  return found->second.warnings;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Versions from a checkpoint store
+
+std::map<int64_t, std::shared_ptr<ServedModel>> ModelRepository::load_store_versions(
+    const ModelConfig& config, const StoreSource& source, std::vector<std::string>& warnings, uint64_t& latest) const {
+  const std::string roots = roots_text(source);
+  const std::string& name = config.name;
+  auto on_warning = [&](const std::string& warning) {
+    warnings.push_back(warning);
+    std::fprintf(stderr, "serve: model '%s': checkpoint store: %s\n", name.c_str(), warning.c_str());
+  };
+  store::StoreOptions options;
+  options.on_warning = on_warning;
+  const store::CheckpointStore checkpoint_store(source.roots, options);
+  const std::optional<uint64_t> current = checkpoint_store.latest();
+  check<IoError>(current.has_value(), "model '", name, "': checkpoint store ", roots, " has no committed version");
+  // The versions a folder repository would list: every committed one, up to `latest` (a newer
+  // committed version whose pointer was not written yet is not published).
+  std::vector<int64_t> available;
+  for (const store::VersionInfo& info : checkpoint_store.versions()) {
+    if (info.committed && info.version <= *current) available.push_back(static_cast<int64_t>(info.version));
+  }
+  const std::vector<int64_t> chosen = config.version_policy.select(available);
+  check<IoError>(!chosen.empty(), "model '", name, "': no version of checkpoint store ", roots,
+                 " matches the version policy (", available.size(), " committed versions up to ", *current, ")");
+  std::map<int64_t, std::shared_ptr<ServedModel>> versions;
+  for (int64_t version : chosen) {
+    try {
+      const store::MaterializedModel folder =
+          store::materialize_version(source.roots, static_cast<uint64_t>(version), "serve-" + name, on_warning);
+      versions[version] = ServedModel::load(config, version, folder.directory(), limits_);
+    } catch (const std::exception& error) {
+      throw Error(str_cat("model '", name, "' version ", version, " of checkpoint store ", roots, ": ", error.what()));
+    }
+  }
+  latest = *current;
+  return versions;
+}
+
+void ModelRepository::watch(const std::string& name, const StoreSource& source, uint64_t known) {
+  std::lock_guard lock(watch_mutex_);
+  if (watch_stop_) return;  // shutting down
+  Watch& entry = watches_[name];
+  entry.store = std::make_unique<store::CheckpointStore>(source.roots);
+  entry.watcher = std::make_unique<store::StoreWatcher>(*entry.store, known);
+  entry.interval = source.poll_interval;
+  entry.next = std::chrono::steady_clock::now() + entry.interval;
+  if (!watch_thread_.joinable()) watch_thread_ = std::thread([this] { watch_loop(); });
+  watch_wakeup_.notify_all();
+}
+
+void ModelRepository::unwatch(const std::string& name) {
+  std::lock_guard lock(watch_mutex_);
+  watches_.erase(name);
+}
+
+void ModelRepository::watch_loop() {
+  std::unique_lock lock(watch_mutex_);
+  while (!watch_stop_) {
+    const Clock::time_point now = Clock::now();
+    Clock::time_point wake = now + std::chrono::hours(1);
+    std::vector<std::pair<std::string, uint64_t>> moved;  // (model, the version it served)
+    for (auto& [name, entry] : watches_) {
+      if (entry.next <= now) {
+        entry.next = now + entry.interval;
+        const uint64_t served = entry.watcher->known_version();
+        try {
+          if (entry.watcher->poll()) moved.emplace_back(name, served);
+        } catch (const std::exception& error) {
+          std::fprintf(stderr, "serve: model '%s': cannot poll its checkpoint store: %s\n", name.c_str(), error.what());
+        }
+      }
+      wake = std::min(wake, entry.next);
+    }
+    if (moved.empty()) {
+      watch_wakeup_.wait_until(lock, wake);
+      continue;
+    }
+    // Reload outside the lock: load() re-registers the watch (with the store's latest version).
+    lock.unlock();
+    for (const auto& [name, served] : moved) {
+      {
+        std::lock_guard check_lock(watch_mutex_);
+        if (watch_stop_ || watches_.count(name) == 0) continue;  // unloaded or stopping meanwhile
+      }
+      try {
+        load(name);
+      } catch (const std::exception& error) {
+        // The previous version keeps serving (the reason is in the index); poll again from it.
+        std::fprintf(stderr, "serve: model '%s': reload from its checkpoint store failed: %s\n", name.c_str(),
+                     error.what());
+        std::lock_guard retry_lock(watch_mutex_);
+        const auto found = watches_.find(name);
+        if (found != watches_.end()) {
+          found->second.watcher = std::make_unique<store::StoreWatcher>(*found->second.store, served);
+        }
+      }
+    }
+    lock.lock();
+  }
+}
+
+void ModelRepository::stop_watching() {
+  {
+    std::lock_guard lock(watch_mutex_);
+    watch_stop_ = true;
+    watches_.clear();
+  }
+  watch_wakeup_.notify_all();
+  if (watch_thread_.joinable()) watch_thread_.join();
+  std::lock_guard lock(watch_mutex_);
+  watch_stop_ = false;  // a later load() may watch again
 }
 
 }  // namespace scalebert::serve
