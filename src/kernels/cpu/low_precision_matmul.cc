@@ -88,6 +88,13 @@ dnnl::matmul::primitive_desc make_primitive_desc(const dnnl::matmul::desc& descr
 
 }  // namespace
 
+namespace {
+std::atomic<bool> row_blocks_enabled{true};
+}  // namespace
+
+void set_int8_row_blocks(bool enabled) { row_blocks_enabled = enabled; }
+bool int8_row_blocks() { return row_blocks_enabled; }
+
 std::string_view precision_name(Precision precision) {
   switch (precision) {
     case Precision::kF32: return "f32";
@@ -354,7 +361,7 @@ void PrecisionLinearStep::build_dynamic_int8(const PackedLinearInt8& packed, con
   const int64_t blocks = (M + kInt8BlockRows - 1) / kInt8BlockRows;
   // Blocks only when every thread gets at least two (load balance under a dynamic schedule); the
   // accumulator buffer holds M x N values, so threads x block rows x N fit.
-  blocked_ = blocks >= 2 * threads_;
+  blocked_ = int8_row_blocks() && blocks >= 2 * threads_;
   row_buffers_.assign(static_cast<size_t>(threads_ * N), 0.0f);
   if (!blocked_) {
     memory::desc source_desc = plain_rows(M, K, input_rows_.stride, DataType::s8);

@@ -89,6 +89,10 @@ struct Int8Fusion {
 // Rows per block of the blocked dynamic int8 step: the block's s32 accumulators (64 x 3072 x 4 B =
 // 768 KiB at the widest BERT-base product) stay in a Zen 4 core's 1 MiB L2 with its input rows.
 inline constexpr int64_t kInt8BlockRows = 64;
+// Whether dynamic int8 steps built from now on may use the blocked mode (default on); benchmarks
+// turn it off to compare with one multithreaded product followed by the epilogue pass.
+void set_int8_row_blocks(bool enabled);
+bool int8_row_blocks();
 
 class PackedLinearInt8 {
  public:
