@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Draws examples/data/financial_tweets_sample.csv from the shared financial tweets.
+"""Draws the bundled tweet samples in examples/data from the shared financial tweets.
 
-A stratified, seeded sample of sent_valid.csv (twitter-financial-news-sentiment, MIT): from each
+A stratified, seeded sample of one split (sent_valid.csv or sent_train.csv) (twitter-financial-news-sentiment, MIT): from each
 label, round(n * share of the label) rows chosen with random.Random(seed).sample, then all rows in
 their original file order. Columns: text, label (0 Bearish, 1 Bullish, 2 Neutral, as the source)
 and sentiment (the label's name, added for readable output).
 
     python3 scripts/make_sample.py --source ../shared/data/twitter_financial_news_sentiment/sent_valid.csv \
         --out examples/data/financial_tweets_sample.csv --rows 400 --seed 20240611
+    python3 scripts/make_sample.py --source ../shared/data/twitter_financial_news_sentiment/sent_train.csv \
+        --out examples/data/financial_tweets_train_sample.csv --rows 2000 --seed 20261125
 """
 import argparse
 import csv

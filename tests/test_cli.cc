@@ -253,6 +253,10 @@ TEST_F(CliTest, ClassifyPrintsLabelsProbabilitiesAndAccuracy) {
   char accuracy[64];
   std::snprintf(accuracy, sizeof accuracy, "accuracy: %.4f (%d of 4 correct)", correct / 4.0, correct);
   EXPECT_NE(result.err.find(accuracy), std::string::npos) << result.err;
+  // The confusion matrix: one row per true label, counts that add up to that label's gold examples.
+  EXPECT_NE(result.err.find("confusion matrix (rows: true class, columns: predicted class)"), std::string::npos)
+      << result.err;
+  EXPECT_NE(result.err.find("macro avg"), std::string::npos) << result.err;
 
   // Text lines with TAB pairs, output to a file.
   const fs::path pairs = write("pairs.txt", "net income\tcash rose\nthe bank\tfell\n");

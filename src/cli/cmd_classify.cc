@@ -6,6 +6,7 @@
 #include "cli/common.h"
 #include "cli/progress.h"
 #include "pipeline/input_file.h"
+#include "train/metrics.h"
 
 namespace scalebert::cli {
 
@@ -38,8 +39,9 @@ int run_classify(std::span<char* const> arguments) {
                  "(--pair: two texts per line separated by a TAB), or a CSV file with --text-column and "
                  "optionally --pair-column. Output, one JSON object per input in input order:\n"
                  "  {\"index\": 0, \"line\": 2, \"label\": \"positive\", \"probabilities\": {\"negative\": 0.1, ...}}\n"
-                 "When the CSV has a label column (--label-column, or a column named \"label\"), the accuracy is "
-                 "printed to stderr; gold labels are label names or indexes 0..L-1.");
+                 "When the CSV has a label column (--label-column, or a column named \"label\"), the accuracy, "
+                 "per-class precision / recall / F1, macro averages and the confusion matrix are printed to stderr; "
+                 "gold labels are label names or indexes 0..L-1.");
   args.required("model", "DIR", "model folder with a sequence classification head")
       .required("input", "FILE", "text lines or CSV; - reads standard input")
       .option("output", "FILE", "JSONL output; - writes standard output", "-")
@@ -111,6 +113,14 @@ int run_classify(std::span<char* const> arguments) {
     std::fprintf(stderr, "accuracy: %.4f (%lld of %zu correct)\n",
                  static_cast<double>(correct) / static_cast<double>(results.size()), static_cast<long long>(correct),
                  results.size());
+    std::vector<int32_t> truth, predicted;
+    for (size_t i = 0; i < results.size(); ++i) {
+      truth.push_back(static_cast<int32_t>(gold[i]));
+      predicted.push_back(static_cast<int32_t>(results[i].label));
+    }
+    const train::ClassificationReport report =
+        train::classification_report(truth, predicted, static_cast<int32_t>(labels.size()));
+    std::fprintf(stderr, "\n%s", train::format_classification_report(report, labels).c_str());
   }
   return 0;
 }
