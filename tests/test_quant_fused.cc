@@ -1,12 +1,15 @@
 // Fused dynamic int8 paths against their unfused references: the row quantizer and the layer norm
 // that quantizes its output (bit for bit), every Int8Fusion of PrecisionLinearStep in the small-M
 // (one product) and blocked (one product per row block) modes against int8_linear_reference plus
-// layernorm / quantization, and a whole int8 encoder run fused against the same run unfused.
+// layernorm / quantization, a whole int8 encoder run fused against the same run unfused, and
+// InferenceWeights::load (no F32 table kept) against packing the dequantized model.
 #include <gtest/gtest.h>
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cmath>
 #include <random>
 #include <string>
@@ -18,6 +21,9 @@
 #include "kernels/cpu/low_precision_matmul.h"
 #include "kernels/cpu/quantize_rows.h"
 #include "model/inference_session.h"
+#include "io/safetensors.h"
+#include "quant/quantize.h"
+#include "quant/quantized_model.h"
 #include "quant/recipe.h"
 #include "testing.h"
 
@@ -335,6 +341,64 @@ TEST(QuantFused, EncoderFusedEqualsUnfused) {
       EXPECT_LT(std::sqrt(diff / norm), 0.05);
     }
   }
+}
+
+// InferenceWeights::load keeps no F32 table (int8 word embeddings, owned norm vectors) and runs
+// exactly as the packing of quant::load_model's dequantized model does.
+TEST(QuantFused, LoadReleasesTheF32TableAndRunsTheSame) {
+  if (!kernels::cpu_has_int8_dot_product()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / ("test_quant_fused." + std::to_string(::getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "f32");
+  BertConfig config;
+  config.vocab_size = 300;
+  config.hidden_size = 64;
+  config.num_hidden_layers = 2;
+  config.num_attention_heads = 2;
+  config.intermediate_size = 256;
+  config.max_position_embeddings = 64;
+  BertModel model = BertModel::create(config, TaskHead::kNone, true, 0);
+  std::mt19937 generator(9);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const ParameterEntry& entry : model.parameters.entries()) {
+    Tensor values = model.parameters.get(entry.name);
+    const bool norm_weight = entry.name.find("LayerNorm.weight") != std::string::npos;
+    for (int64_t i = 0; i < values.numel(); ++i) values.data<float>()[i] = (norm_weight ? 1.0f : 0.0f) + normal(generator);
+    tensors.emplace_back(entry.name, values);
+  }
+  config.save(root / "f32" / "config.json");
+  save_safetensors(root / "f32" / "model.safetensors", tensors);
+  quant::quantize_model(root / "f32", root / "int8", quant::QuantizeOptions{});
+
+  auto kept = std::make_shared<const BertModel>(quant::load_model(root / "int8"));
+  auto packed = InferenceWeights::build(kept);
+  auto loaded = InferenceWeights::load(root / "int8");
+  EXPECT_TRUE(loaded->model->parameters.entries().empty());
+  EXPECT_TRUE(loaded->word_embeddings_int8.defined());
+  EXPECT_FALSE(loaded->word_embeddings.defined());
+  EXPECT_EQ(loaded->model->config.hidden_size, 64);
+  EXPECT_TRUE(loaded->model->has_pooler);
+  // Only what inference needs: the int8 weights (~1 byte per Linear weight and word embedding)
+  // plus F32 vectors; the table the kept model holds is 4 bytes per parameter.
+  EXPECT_LT(loaded->owned_bytes(), kept->parameters.values().nbytes() / 2);
+  PackedBatch batch;
+  for (int64_t s = 0; s < 3; ++s) {
+    std::vector<int32_t> ids(20 + 9 * s);
+    for (int32_t& id : ids) id = static_cast<int32_t>(generator() % 300);
+    batch.add_sequence(ids);
+  }
+  InferenceSession a(packed), b(loaded);
+  const InferenceOutputs& want = a.run(batch);
+  const InferenceOutputs& got = b.run(batch);
+  EXPECT_EQ(testing::max_abs_diff(got.hidden, want.hidden), 0.0f);
+  EXPECT_EQ(testing::max_abs_diff(got.pooled, want.pooled), 0.0f);
+  // Ids are still checked against the vocabulary when the rows are gathered from int8.
+  PackedBatch bad;
+  bad.add_sequence(std::vector<int32_t>{1, 300, 2});
+  testing::expect_error<InvalidArgument>([&] { b.run(bad); }, {"input id 300", "300 rows"});
+  fs::remove_all(root);
 }
 
 }  // namespace
