@@ -67,12 +67,16 @@ void ModelRepository::load_all() {
 }
 
 void ModelRepository::load(const std::string& name) {
+  std::lock_guard load_lock(load_mutex_);
+  load_locked(name);
+}
+
+void ModelRepository::load_locked(const std::string& name) {
   if (!valid_model_name(name)) throw NotFound(str_cat("no model '", name, "' in the repository"));
   const std::filesystem::path folder = root_ / name;
   if (!std::filesystem::is_directory(folder)) {
     throw NotFound(str_cat("no model '", name, "' in the repository (", folder.string(), ")"));
   }
-  std::lock_guard load_lock(load_mutex_);
   {
     std::lock_guard lock(mutex_);
     Entry& entry = models_[name];
@@ -139,8 +143,10 @@ void ModelRepository::load(const std::string& name) {
 }
 
 void ModelRepository::unload(const std::string& name) {
-  unwatch(name);
+  // Under the load lock: a watcher reload either finished before (and is undone here) or sees
+  // the watch gone and skips.
   std::lock_guard load_lock(load_mutex_);
+  unwatch(name);
   std::map<int64_t, std::shared_ptr<ServedModel>> old;
   {
     std::lock_guard lock(mutex_);
@@ -331,12 +337,13 @@ void ModelRepository::watch_loop() {
     // Reload outside the lock: load() re-registers the watch (with the store's latest version).
     lock.unlock();
     for (const auto& [name, served] : moved) {
+      std::lock_guard load_lock(load_mutex_);
       {
         std::lock_guard check_lock(watch_mutex_);
         if (watch_stop_ || watches_.count(name) == 0) continue;  // unloaded or stopping meanwhile
       }
       try {
-        load(name);
+        load_locked(name);
       } catch (const std::exception& error) {
         // The previous version keeps serving (the reason is in the index); poll again from it.
         std::fprintf(stderr, "serve: model '%s': reload from its checkpoint store failed: %s\n", name.c_str(),

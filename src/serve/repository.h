@@ -86,6 +86,8 @@ class ModelRepository {
     std::chrono::steady_clock::time_point next;
   };
 
+  // load() with load_mutex_ held.
+  void load_locked(const std::string& name);
   // The versions of a store-backed model chosen by its policy, loaded; `latest` gets the store's
   // latest version at the time.
   std::map<int64_t, std::shared_ptr<ServedModel>> load_store_versions(const ModelConfig& config,
