@@ -446,6 +446,10 @@ TEST(DataOrder, SeededPermutationsAndExactResume) {
   EXPECT_NE(p0, epoch_permutation(50, 7, 1));
   EXPECT_NE(p0, epoch_permutation(50, 8, 0));
   EXPECT_EQ(epoch_permutation(5, 7, 3, false), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  // The Python re-implementation that replays a run in PyTorch on the same batches
+  // (reference/finetune_same_batches.py: epoch_permutation) prints these for (10, 42, 0) and (10, 42, 1).
+  EXPECT_EQ(epoch_permutation(10, 42, 0), (std::vector<int64_t>{9, 0, 5, 8, 1, 3, 6, 7, 4, 2}));
+  EXPECT_EQ(epoch_permutation(10, 42, 1), (std::vector<int64_t>{6, 9, 7, 1, 2, 0, 5, 8, 3, 4}));
 
   // Run 2.5 epochs straight; then stop at 37 examples, save the state, resume from it.
   DataOrder straight(20, {7, 0, 0});
