@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "io/store/locator.h"
 #include "io/store/model_checkpoint.h"
 #include "io/store/store.h"
 
@@ -80,13 +81,7 @@ Parsed parse(const std::vector<std::string>& args) {
       value = args[++i];
     }
     if (word == "--roots") {
-      size_t start = 0;
-      while (start <= value.size()) {
-        size_t comma = value.find(',', start);
-        if (comma == std::string::npos) comma = value.size();
-        if (comma > start) parsed.roots.emplace_back(value.substr(start, comma - start));
-        start = comma + 1;
-      }
+      for (fs::path& root : store::split_roots(value, "ckpt: --roots")) parsed.roots.push_back(std::move(root));
     } else {
       parsed.options[word] = value;
     }
@@ -100,20 +95,6 @@ uint64_t parse_unsigned(const std::string& text, const std::string& flag) {
   check(error == std::errc() && end == text.data() + text.size() && !text.empty(), "ckpt: ", flag,
         " must be a non-negative integer, got \"", text, "\"");
   return value;
-}
-
-// "512MB" (decimal), "1GiB" (binary), "65536" (bytes).
-uint64_t parse_size(const std::string& text) {
-  size_t digits = 0;
-  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
-  uint64_t number = parse_unsigned(text.substr(0, digits), "--shard-size");
-  static const std::map<std::string, uint64_t> kUnits = {
-      {"", 1},          {"B", 1},           {"KB", 1000},         {"MB", 1000000},
-      {"GB", 1000000000}, {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30}};
-  auto unit = kUnits.find(text.substr(digits));
-  check(unit != kUnits.end(), "ckpt: --shard-size \"", text, "\" has an unknown unit (use B, KB, MB, GB, KiB, MiB, GiB)");
-  check(number > 0, "ckpt: --shard-size must be positive");
-  return number * unit->second;
 }
 
 std::string human_bytes(uint64_t bytes) {
@@ -143,7 +124,9 @@ int run_save(CheckpointStore& checkpoint_store, const Parsed& parsed) {
   if (parsed.options.count("--replication")) {
     options.replication = parse_unsigned(parsed.options.at("--replication"), "--replication");
   }
-  if (parsed.options.count("--shard-size")) options.shard_size_bytes = parse_size(parsed.options.at("--shard-size"));
+  if (parsed.options.count("--shard-size")) {
+    options.shard_size_bytes = store::parse_byte_size(parsed.options.at("--shard-size"), "ckpt: --shard-size");
+  }
   store::SaveResult result = store::save_model_directory(checkpoint_store, parsed.positionals[0], options);
   for (const std::string& warning : result.warnings) std::printf("warning: %s\n", warning.c_str());
   std::printf("saved version %llu: %zu shards, %s per replica set, R=%zu over %zu roots\n",
