@@ -35,18 +35,6 @@ int64_t checked_numel(const google::protobuf::RepeatedField<int64_t>& shape, std
   return count;
 }
 
-template <typename T>
-T read_le(const char* bytes) {
-  T value;
-  std::memcpy(&value, bytes, sizeof(T));  // x86-64 and aarch64 Linux are little-endian
-  return value;
-}
-
-template <typename T>
-void append_le(std::string& out, T value) {
-  out.append(reinterpret_cast<const char*>(&value), sizeof(T));
-}
-
 std::optional<int64_t> parse_version(const std::string& text) {
   if (text.empty()) return std::nullopt;
   int64_t version = 0;
@@ -287,83 +275,6 @@ void fill_config(const ModelConfig& config, inference::ModelConfig& out) {
 }
 
 }  // namespace
-
-void decode_raw_tensor(std::string_view bytes, int64_t numel, WireTensor& tensor) {
-  const DataType type = tensor.datatype;
-  if (type == DataType::kBytes) {
-    size_t pos = 0;
-    while (pos < bytes.size()) {
-      check(bytes.size() - pos >= 4, "input '", tensor.name, "': truncated BYTES element length at byte ", pos,
-            " of its ", bytes.size(), " raw bytes");
-      const uint32_t length = read_le<uint32_t>(bytes.data() + pos);
-      pos += 4;
-      check(length <= bytes.size() - pos, "input '", tensor.name, "': BYTES element ", tensor.strings.size(), " of ",
-            length, " bytes overruns its ", bytes.size(), " raw bytes");
-      tensor.strings.emplace_back(bytes.substr(pos, length));
-      pos += length;
-    }
-    check(static_cast<int64_t>(tensor.strings.size()) == numel, "input '", tensor.name, "': raw contents hold ",
-          tensor.strings.size(), " BYTES elements but the shape has ", numel);
-    return;
-  }
-  const size_t size = element_size(type);
-  check(bytes.size() == static_cast<size_t>(numel) * size, "input '", tensor.name, "': ", bytes.size(),
-        " raw bytes do not match shape (", numel, " elements x ", size, " bytes of ", v2_name(type), ")");
-  const char* data = bytes.data();
-  for (int64_t i = 0; i < numel; ++i, data += size) {
-    switch (type) {
-      case DataType::kBool: case DataType::kUint8: tensor.ints.push_back(read_le<uint8_t>(data)); break;
-      case DataType::kInt8: tensor.ints.push_back(read_le<int8_t>(data)); break;
-      case DataType::kInt16: tensor.ints.push_back(read_le<int16_t>(data)); break;
-      case DataType::kInt32: tensor.ints.push_back(read_le<int32_t>(data)); break;
-      case DataType::kInt64: tensor.ints.push_back(read_le<int64_t>(data)); break;
-      case DataType::kFp16: tensor.floats.push_back(f16_to_float(read_le<uint16_t>(data))); break;
-      case DataType::kBf16: tensor.floats.push_back(bf16_to_float(BFloat16{read_le<uint16_t>(data)})); break;
-      case DataType::kFp32: tensor.floats.push_back(read_le<float>(data)); break;
-      case DataType::kFp64: tensor.floats.push_back(static_cast<float>(read_le<double>(data))); break;
-      case DataType::kBytes: break;
-    }
-  }
-}
-
-std::string encode_raw_tensor(const WireTensor& tensor) {
-  std::string out;
-  switch (tensor.datatype) {
-    case DataType::kBytes:
-      for (const std::string& element : tensor.strings) {
-        append_le(out, static_cast<uint32_t>(element.size()));
-        out += element;
-      }
-      break;
-    case DataType::kBool: case DataType::kUint8:
-      for (int64_t value : tensor.ints) append_le(out, static_cast<uint8_t>(value));
-      break;
-    case DataType::kInt8:
-      for (int64_t value : tensor.ints) append_le(out, static_cast<int8_t>(value));
-      break;
-    case DataType::kInt16:
-      for (int64_t value : tensor.ints) append_le(out, static_cast<int16_t>(value));
-      break;
-    case DataType::kInt32:
-      for (int64_t value : tensor.ints) append_le(out, static_cast<int32_t>(value));
-      break;
-    case DataType::kInt64:
-      out.append(reinterpret_cast<const char*>(tensor.ints.data()), tensor.ints.size() * sizeof(int64_t));
-      break;
-    case DataType::kFp32:
-      out.append(reinterpret_cast<const char*>(tensor.floats.data()), tensor.floats.size() * sizeof(float));
-      break;
-    case DataType::kFp64:
-      for (float value : tensor.floats) append_le(out, static_cast<double>(value));
-      break;
-    case DataType::kBf16:
-      for (float value : tensor.floats) append_le(out, float_to_bf16(value));
-      break;
-    case DataType::kFp16:
-      throw Unsupported(str_cat("raw FP16 encoding of output '", tensor.name, "'"));
-  }
-  return out;
-}
 
 InferRequest infer_request_from_grpc(const inference::ModelInferRequest& message) {
   InferRequest request;

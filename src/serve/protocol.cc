@@ -77,41 +77,9 @@ T read_le(const char* bytes) {
   return value;
 }
 
-void decode_binary(std::string_view bytes, WireTensor& tensor, int64_t numel) {
-  const DataType type = tensor.datatype;
-  if (type == DataType::kBytes) {
-    size_t pos = 0;
-    while (pos < bytes.size()) {
-      check(bytes.size() - pos >= 4, "input '", tensor.name, "': truncated BYTES element length at byte ", pos);
-      const uint32_t length = read_le<uint32_t>(bytes.data() + pos);
-      pos += 4;
-      check(length <= bytes.size() - pos, "input '", tensor.name, "': BYTES element of ", length,
-            " bytes overruns its ", bytes.size(), "-byte binary data");
-      tensor.strings.emplace_back(bytes.substr(pos, length));
-      pos += length;
-    }
-    check(static_cast<int64_t>(tensor.strings.size()) == numel, "input '", tensor.name, "': binary data holds ",
-          tensor.strings.size(), " BYTES elements but the shape has ", numel);
-    return;
-  }
-  const size_t size = element_size(type);
-  check(bytes.size() == static_cast<size_t>(numel) * size, "input '", tensor.name, "': binary_data_size ",
-        bytes.size(), " does not match shape ", numel, " x ", size, " bytes of ", v2_name(type));
-  const char* data = bytes.data();
-  for (int64_t i = 0; i < numel; ++i, data += size) {
-    switch (type) {
-      case DataType::kBool: case DataType::kUint8: tensor.ints.push_back(read_le<uint8_t>(data)); break;
-      case DataType::kInt8: tensor.ints.push_back(read_le<int8_t>(data)); break;
-      case DataType::kInt16: tensor.ints.push_back(read_le<int16_t>(data)); break;
-      case DataType::kInt32: tensor.ints.push_back(read_le<int32_t>(data)); break;
-      case DataType::kInt64: tensor.ints.push_back(read_le<int64_t>(data)); break;
-      case DataType::kFp16: tensor.floats.push_back(f16_to_float(read_le<uint16_t>(data))); break;
-      case DataType::kBf16: tensor.floats.push_back(bf16_to_float(BFloat16{read_le<uint16_t>(data)})); break;
-      case DataType::kFp32: tensor.floats.push_back(read_le<float>(data)); break;
-      case DataType::kFp64: tensor.floats.push_back(static_cast<float>(read_le<double>(data))); break;
-      case DataType::kBytes: break;
-    }
-  }
+template <typename T>
+void append_le(std::string& out, T value) {
+  out.append(reinterpret_cast<const char*>(&value), sizeof(T));
 }
 
 const Json* member(const Json& object, const char* key) {
@@ -187,7 +155,7 @@ std::vector<WireTensor> parse_tensors(const Json& list, std::string_view& binary
       check(static_cast<uint64_t>(*size) <= binary.size(), "'", tensor.name, "': binary_data_size ", *size,
             " exceeds the ", binary.size(), " binary bytes left in the body");
       check(member(item, "data") == nullptr, "'", tensor.name, "': both \"data\" and binary_data_size given");
-      decode_binary(binary.substr(0, static_cast<size_t>(*size)), tensor, numel);
+      decode_raw_tensor(binary.substr(0, static_cast<size_t>(*size)), numel, tensor);
       binary.remove_prefix(static_cast<size_t>(*size));
       tensor.binary = true;
     } else {
@@ -203,39 +171,6 @@ std::vector<WireTensor> parse_tensors(const Json& list, std::string_view& binary
     tensors.push_back(std::move(tensor));
   }
   return tensors;
-}
-
-void append_le(std::string& out, const void* value, size_t size) {
-  out.append(static_cast<const char*>(value), size);
-}
-
-// Binary form of a tensor (FP32, INT64 and BYTES are what the server produces; clients may send more).
-std::string encode_binary(const WireTensor& tensor) {
-  std::string out;
-  switch (tensor.datatype) {
-    case DataType::kBytes:
-      for (const std::string& element : tensor.strings) {
-        const uint32_t length = static_cast<uint32_t>(element.size());
-        append_le(out, &length, 4);
-        out += element;
-      }
-      break;
-    case DataType::kInt64:
-      append_le(out, tensor.ints.data(), tensor.ints.size() * 8);
-      break;
-    case DataType::kInt32:
-      for (int64_t value : tensor.ints) {
-        const int32_t narrow = static_cast<int32_t>(value);
-        append_le(out, &narrow, 4);
-      }
-      break;
-    case DataType::kFp32:
-      append_le(out, tensor.floats.data(), tensor.floats.size() * 4);
-      break;
-    default:
-      throw Unsupported(str_cat("binary encoding of ", v2_name(tensor.datatype), " tensors"));
-  }
-  return out;
 }
 
 Json json_data(const WireTensor& tensor) {
@@ -258,7 +193,7 @@ EncodedResponse encode_body(Json header, const char* key, const std::vector<Wire
   for (const WireTensor& tensor : tensors) {
     Json item = {{"name", tensor.name}, {"datatype", v2_name(tensor.datatype)}, {"shape", tensor.shape}};
     if (tensor.binary) {
-      const std::string bytes = encode_binary(tensor);
+      const std::string bytes = encode_raw_tensor(tensor);
       item["parameters"] = {{"binary_data_size", bytes.size()}};
       binary += bytes;
     } else {
@@ -377,6 +312,83 @@ EncodedResponse encode_infer_request(const InferRequest& request) {
     header["outputs"] = outputs;
   }
   return encode_body(std::move(header), "inputs", request.inputs);
+}
+
+void decode_raw_tensor(std::string_view bytes, int64_t numel, WireTensor& tensor) {
+  const DataType type = tensor.datatype;
+  if (type == DataType::kBytes) {
+    size_t pos = 0;
+    while (pos < bytes.size()) {
+      check(bytes.size() - pos >= 4, "input '", tensor.name, "': truncated BYTES element length at byte ", pos,
+            " of its ", bytes.size(), " raw bytes");
+      const uint32_t length = read_le<uint32_t>(bytes.data() + pos);
+      pos += 4;
+      check(length <= bytes.size() - pos, "input '", tensor.name, "': BYTES element ", tensor.strings.size(), " of ",
+            length, " bytes overruns its ", bytes.size(), " raw bytes");
+      tensor.strings.emplace_back(bytes.substr(pos, length));
+      pos += length;
+    }
+    check(static_cast<int64_t>(tensor.strings.size()) == numel, "input '", tensor.name, "': raw contents hold ",
+          tensor.strings.size(), " BYTES elements but the shape has ", numel);
+    return;
+  }
+  const size_t size = element_size(type);
+  check(bytes.size() == static_cast<size_t>(numel) * size, "input '", tensor.name, "': ", bytes.size(),
+        " raw bytes do not match shape (", numel, " elements x ", size, " bytes of ", v2_name(type), ")");
+  const char* data = bytes.data();
+  for (int64_t i = 0; i < numel; ++i, data += size) {
+    switch (type) {
+      case DataType::kBool: case DataType::kUint8: tensor.ints.push_back(read_le<uint8_t>(data)); break;
+      case DataType::kInt8: tensor.ints.push_back(read_le<int8_t>(data)); break;
+      case DataType::kInt16: tensor.ints.push_back(read_le<int16_t>(data)); break;
+      case DataType::kInt32: tensor.ints.push_back(read_le<int32_t>(data)); break;
+      case DataType::kInt64: tensor.ints.push_back(read_le<int64_t>(data)); break;
+      case DataType::kFp16: tensor.floats.push_back(f16_to_float(read_le<uint16_t>(data))); break;
+      case DataType::kBf16: tensor.floats.push_back(bf16_to_float(BFloat16{read_le<uint16_t>(data)})); break;
+      case DataType::kFp32: tensor.floats.push_back(read_le<float>(data)); break;
+      case DataType::kFp64: tensor.floats.push_back(static_cast<float>(read_le<double>(data))); break;
+      case DataType::kBytes: break;
+    }
+  }
+}
+
+std::string encode_raw_tensor(const WireTensor& tensor) {
+  std::string out;
+  switch (tensor.datatype) {
+    case DataType::kBytes:
+      for (const std::string& element : tensor.strings) {
+        append_le(out, static_cast<uint32_t>(element.size()));
+        out += element;
+      }
+      break;
+    case DataType::kBool: case DataType::kUint8:
+      for (int64_t value : tensor.ints) append_le(out, static_cast<uint8_t>(value));
+      break;
+    case DataType::kInt8:
+      for (int64_t value : tensor.ints) append_le(out, static_cast<int8_t>(value));
+      break;
+    case DataType::kInt16:
+      for (int64_t value : tensor.ints) append_le(out, static_cast<int16_t>(value));
+      break;
+    case DataType::kInt32:
+      for (int64_t value : tensor.ints) append_le(out, static_cast<int32_t>(value));
+      break;
+    case DataType::kInt64:
+      out.append(reinterpret_cast<const char*>(tensor.ints.data()), tensor.ints.size() * sizeof(int64_t));
+      break;
+    case DataType::kFp32:
+      out.append(reinterpret_cast<const char*>(tensor.floats.data()), tensor.floats.size() * sizeof(float));
+      break;
+    case DataType::kFp64:
+      for (float value : tensor.floats) append_le(out, static_cast<double>(value));
+      break;
+    case DataType::kBf16:
+      for (float value : tensor.floats) append_le(out, float_to_bf16(value));
+      break;
+    case DataType::kFp16:
+      throw Unsupported(str_cat("raw FP16 encoding of output '", tensor.name, "'"));
+  }
+  return out;
 }
 
 }  // namespace scalebert::serve

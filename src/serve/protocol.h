@@ -46,6 +46,15 @@ struct InferRequest {
   const WireTensor* find_input(std::string_view name) const;
 };
 
+// Raw tensor bytes <-> WireTensor elements, the one codec of HTTP binary data (Triton's binary
+// tensor extension) and gRPC raw_input_contents/raw_output_contents: little-endian, row-major; a
+// BYTES element is a 4-byte little-endian length then its bytes. decode_raw_tensor appends to
+// `tensor` (whose name and datatype are set) and throws InvalidArgument naming the tensor when the
+// bytes do not hold exactly `numel` elements of its datatype. encode_raw_tensor writes every
+// datatype but FP16 (Unsupported).
+void decode_raw_tensor(std::string_view bytes, int64_t numel, WireTensor& tensor);
+std::string encode_raw_tensor(const WireTensor& tensor);
+
 // Parses a request body. `header_length` is the Inference-Header-Content-Length value when the
 // header was sent. Throws InvalidArgument naming the field or input for anything malformed: JSON,
 // datatype, shape against the element count, binary sizes, trailing bytes.
