@@ -32,7 +32,8 @@ struct ServeLimits {
 
 class ServedModel {
  public:
-  // Loads the model folder `directory` as version `version` of `config` and starts its instances.
+  // Loads the model folder `directory` (f32, bf16 or int8; TaskModel::load) as version `version`
+  // of `config` and starts its instances.
   static std::shared_ptr<ServedModel> load(const ModelConfig& config, int64_t version,
                                            const std::filesystem::path& directory, const ServeLimits& limits);
   ~ServedModel();

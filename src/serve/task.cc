@@ -306,7 +306,12 @@ std::unique_ptr<TaskModel> TaskModel::load(const ModelConfig& config, const std:
   TaskModel& model = *loaded;
   model.task = task_from_name(config.parameter("task", "embeddings"));
   model.tokenizer = text::BertTokenizer::from_model_dir(directory);
-  model.model = std::make_shared<const BertModel>(BertModel::load(directory, head_of(model.task)));
+  // The CLI's load path (InferenceWeights::load over quant::load_model): f32, bf16 and int8 folders
+  // alike, each Linear packed in the precision its recipe names, and the F32 parameter table
+  // released once packed, so a served int8 model holds about its file size. `model` keeps the
+  // config, head and labels (no parameters).
+  model.weights = InferenceWeights::load(directory, head_of(model.task));
+  model.model = model.weights->model;
   const BertConfig& bert = model.model->config;
   check<FormatError>(model.tokenizer->vocab().size() <= bert.vocab_size, directory.string(),
                      ": the tokenizer's vocabulary is larger than the model's embedding table");
@@ -381,7 +386,6 @@ std::unique_ptr<TaskModel> TaskModel::load(const ModelConfig& config, const std:
       check<FormatError>(model.model->has_pooler, "output 'pooler_output': the model has no pooler");
     }
   }
-  model.weights = InferenceWeights::build(model.model);
   return loaded;
 }
 

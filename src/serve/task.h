@@ -44,7 +44,10 @@ Task task_from_name(std::string_view name);
 struct TaskModel {
   Task task = Task::kEmbeddings;
   std::unique_ptr<text::BertTokenizer> tokenizer;
+  // Config, head, labels and directory only: the parameter table is released after packing
+  // (weights->model; see InferenceWeights::load).
   std::shared_ptr<const BertModel> model;
+  // Packed in each Linear's precision (f32, bf16 or int8, from the folder's quantization recipe).
   std::shared_ptr<const InferenceWeights> weights;
   int64_t max_length = 0;  // tokens per sequence, [CLS]/[SEP] included
   bool truncate = true;    // longer sequences: truncate (true) or 400 (false)
@@ -54,8 +57,10 @@ struct TaskModel {
   int64_t max_answer_tokens = 30;
   std::vector<std::string> labels;
 
-  // Loads the model folder `directory` for `config`; checks that every declared input and output
-  // is one the task has, with its data type and rank. FormatError/InvalidArgument naming the field.
+  // Loads the model folder `directory` (f32, bf16 or int8, as `scalebert quantize` writes them)
+  // for `config` through InferenceWeights::load, the path the CLI uses; checks that every declared
+  // input and output is one the task has, with its data type and rank. FormatError/InvalidArgument
+  // naming the field.
   static std::unique_ptr<TaskModel> load(const ModelConfig& config, const std::filesystem::path& directory);
 };
 
