@@ -413,3 +413,24 @@ TEST(TextPipeline, MiniLMEmbeddingsMatchPyTorch) {
   const Tensor want = reference.tensor("embedding");
   EXPECT_LE(scalebert::testing::max_abs_diff(got, want), 1e-5f);
 }
+
+// The pipeline keeps only the packed weights (InferenceWeights::load): no F32 parameter table, yet
+// model() still describes the table's layout (what `scalebert info` counts) as the loaded model has it.
+TEST(TextPipeline, HoldsOnlyPackedWeights) {
+  REQUIRE_FIXTURE(fixture("tiny-bert-cls"));
+  const auto pipeline = load("tiny-bert-cls");
+  const BertModel loaded = BertModel::load(fixture("tiny-bert-cls"));
+  EXPECT_FALSE(pipeline->model().parameters.values().defined());
+  EXPECT_FALSE(pipeline->weights().model->parameters.values().defined());
+  EXPECT_EQ(pipeline->model().parameters.parameter_count(), loaded.parameters.parameter_count());
+  ASSERT_EQ(pipeline->model().parameters.entries().size(), loaded.parameters.entries().size());
+  for (size_t i = 0; i < loaded.parameters.entries().size(); ++i) {
+    EXPECT_EQ(pipeline->model().parameters.entries()[i].name, loaded.parameters.entries()[i].name);
+    EXPECT_EQ(pipeline->model().parameters.entries()[i].shape, loaded.parameters.entries()[i].shape);
+  }
+  EXPECT_EQ(pipeline->labels(), loaded.labels());
+  EXPECT_EQ(pipeline->model().head, loaded.head);
+  EXPECT_EQ(pipeline->source(), fixture("tiny-bert-cls").string());
+  EXPECT_FALSE(pipeline->store_version().has_value());
+  EXPECT_TRUE(pipeline->store_warnings().empty());
+}

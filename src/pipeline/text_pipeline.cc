@@ -1,10 +1,12 @@
-// TextPipeline: tokenization with truncation, length-ordered batching over one InferenceSession, and
-// the post-processing of each task (pooling, softmax, entity merging, answer span search).
+// TextPipeline: loading (a model folder or a checkpoint-store locator, packed weights only),
+// tokenization with truncation, length-ordered batching over one InferenceSession, and the
+// post-processing of each task (pooling, softmax, entity merging, answer span search).
 #include "pipeline/text_pipeline.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <numeric>
 
@@ -12,11 +14,11 @@
 
 #include "core/error.h"
 #include "io/file_util.h"
+#include "io/store/locator.h"
 #include "kernels/cpu/pooling.h"
 #include "kernels/cpu/softmax.h"
 #include "model/inference_weights.h"
 #include "model/packed_batch.h"
-#include "quant/quantized_model.h"
 
 namespace scalebert::pipeline {
 
@@ -128,17 +130,42 @@ std::vector<Entity> merge_entities(std::span<const TokenLabel> tokens, std::span
 
 TextPipeline::~TextPipeline() = default;
 
-std::unique_ptr<TextPipeline> TextPipeline::load(const std::filesystem::path& directory, PipelineOptions options) {
-  check<IoError>(std::filesystem::is_directory(directory), "model directory ", directory.string(),
-                 " does not exist or is not a directory");
+std::unique_ptr<TextPipeline> TextPipeline::load(const std::filesystem::path& model_path, PipelineOptions options) {
   check(options.batch_size > 0, "batch size must be positive, got ", options.batch_size);
   check(options.token_budget >= 0, "token budget must be non-negative, got ", options.token_budget);
   check(options.max_length >= 0, "max length must be non-negative, got ", options.max_length);
   std::unique_ptr<TextPipeline> pipeline(new TextPipeline());
   pipeline->options_ = std::move(options);
+  pipeline->source_ = model_path.string();
+
+  // A store locator: the version is read with verification and failover and written out as a
+  // temporary folder, which the pipeline keeps until it is destroyed (the tokenizer, the model and
+  // callers such as `scalebert info` read files of model().directory).
+  std::filesystem::path directory = model_path;
+  if (const auto locator = store::parse_store_locator(pipeline->source_)) {
+    auto on_warning = pipeline->options_.on_store_warning;
+    if (!on_warning) {
+      on_warning = [](const std::string& warning) { std::fprintf(stderr, "checkpoint store: %s\n", warning.c_str()); };
+    }
+    pipeline->materialized_ = std::make_unique<store::MaterializedModel>(
+        store::materialize_version(locator->roots, locator->version, "pipeline", on_warning));
+    directory = pipeline->materialized_->directory();
+  }
+  check<IoError>(std::filesystem::is_directory(directory), "model directory ", directory.string(),
+                 " does not exist or is not a directory");
   pipeline->tokenizer_ = text::BertTokenizer::from_model_dir(directory);
-  // quant::load_model also reads int8 folders (dequantizing; InferenceWeights repacks them per the recipe).
-  pipeline->model_ = std::make_shared<const BertModel>(quant::load_model(directory, pipeline->options_.head));
+  // The path every inference user shares (InferenceWeights::load over quant::load_model): f32,
+  // bf16 and int8 folders, each Linear packed in its recipe's precision, and the F32 parameter
+  // table released after packing, so the pipeline holds only packed weights (an int8 model about
+  // its file size). model_ is that model's copy (config, head, labels, directory) with the
+  // parameter layout registered but no values, so that names, shapes and counts stay answerable.
+  pipeline->weights_ = InferenceWeights::load(directory, pipeline->options_.head);
+  auto described = std::make_shared<BertModel>(*pipeline->weights_->model);
+  if (described->parameters.entries().empty()) {
+    register_bert_parameters(described->parameters, described->config, described->head, described->has_pooler,
+                             described->num_labels);
+  }
+  pipeline->model_ = std::move(described);
   const BertConfig& config = pipeline->model_->config;
   check<FormatError>(pipeline->tokenizer_->vocab().size() <= config.vocab_size, directory.string(),
                      ": the tokenizer's vocabulary has ", pipeline->tokenizer_->vocab().size(),
@@ -184,9 +211,17 @@ std::unique_ptr<TextPipeline> TextPipeline::load(const std::filesystem::path& di
   if (head == TaskHead::kSequenceClassification || head == TaskHead::kTokenClassification) {
     pipeline->labels_ = pipeline->model_->labels();
   }
-  pipeline->weights_ = InferenceWeights::build(pipeline->model_);
   pipeline->session_ = std::make_unique<InferenceSession>(pipeline->weights_);
   return pipeline;
+}
+
+std::optional<uint64_t> TextPipeline::store_version() const {
+  if (!materialized_) return std::nullopt;
+  return materialized_->version();
+}
+
+std::vector<std::string> TextPipeline::store_warnings() const {
+  return materialized_ ? materialized_->warnings() : std::vector<std::string>();
 }
 
 text::Encoding TextPipeline::encode(std::string_view text) const {

@@ -23,7 +23,12 @@
 #include "core/tensor.h"
 #include "model/bert_model.h"
 #include "model/inference_session.h"
+#include "model/inference_weights.h"
 #include "text/bert_tokenizer.h"
+
+namespace scalebert::store {
+class MaterializedModel;
+}
 
 namespace scalebert::pipeline {
 
@@ -45,6 +50,9 @@ struct PipelineOptions {
   int64_t token_budget = 0;   // packed tokens per forward pass; 0 = no limit beyond batch_size
   std::optional<TaskHead> head;  // overrides the head detected from the checkpoint
   ProgressCallback progress;
+  // Store locators: called with each replica that failed verification and was failed over while
+  // the version was read; unset: written to standard error as "checkpoint store: ...".
+  std::function<void(const std::string&)> on_store_warning;
 };
 
 // What the last call did (for throughput figures).
@@ -94,15 +102,30 @@ struct Answer {
 
 class TextPipeline {
  public:
-  // Loads the tokenizer (vocab.txt, tokenizer_config.json) and the model of `directory`, and packs
-  // its weights. The default max_length is sentence_bert_config.json's max_seq_length when the
-  // folder is a sentence-transformers model, else max_position_embeddings, capped at 512.
-  static std::unique_ptr<TextPipeline> load(const std::filesystem::path& directory, PipelineOptions options = {});
+  // Loads the tokenizer (vocab.txt, tokenizer_config.json) and the model of `model`, a folder (f32,
+  // bf16 or int8 as `scalebert quantize` writes it) or a checkpoint-store locator
+  // "store:ROOT[,ROOT...][@VERSION]" (docs/checkpoint_store.md), and packs its weights through
+  // InferenceWeights::load: only the packed weights stay in memory, not the F32 parameter table.
+  // A stored version is verified, failed over (options.on_store_warning) and materialized into a
+  // temporary folder that lives as long as the pipeline. The default max_length is
+  // sentence_bert_config.json's max_seq_length when the folder is a sentence-transformers model,
+  // else max_position_embeddings, capped at 512. IoError for a missing folder or an unreadable
+  // store version, FormatError/InvalidArgument from the loaders.
+  static std::unique_ptr<TextPipeline> load(const std::filesystem::path& model, PipelineOptions options = {});
   ~TextPipeline();
   TextPipeline(const TextPipeline&) = delete;
   TextPipeline& operator=(const TextPipeline&) = delete;
 
+  // Config, head, labels and directory of the model, with its parameter table's layout (names,
+  // shapes, counts) but no values: the weights live packed in weights().
   const BertModel& model() const { return *model_; }
+  const InferenceWeights& weights() const { return *weights_; }
+  // What load() was given: the folder or the store locator.
+  const std::string& source() const { return source_; }
+  // The store version read, when source() is a locator; nullopt for a folder.
+  std::optional<uint64_t> store_version() const;
+  // Replicas failed over while the store version was read (empty for a folder).
+  std::vector<std::string> store_warnings() const;
   const text::BertTokenizer& tokenizer() const { return *tokenizer_; }
   const PipelineOptions& options() const { return options_; }
   int64_t max_length() const { return max_length_; }
@@ -147,6 +170,8 @@ class TextPipeline {
   std::vector<Classification> classify_encodings(std::span<const text::Encoding> encodings);
 
   PipelineOptions options_;
+  std::string source_;
+  std::unique_ptr<store::MaterializedModel> materialized_;  // store locators only; before the weights
   std::unique_ptr<text::BertTokenizer> tokenizer_;
   std::shared_ptr<const BertModel> model_;
   std::shared_ptr<const InferenceWeights> weights_;
