@@ -26,6 +26,7 @@
 #include "core/error.h"
 #include "io/file_util.h"
 #include "model/bert_model.h"
+#include "quant/quantize.h"
 #include "testing.h"
 #include "train/checkpoint.h"
 #include "train/grad_utils.h"
@@ -412,6 +413,93 @@ TEST(Trainer, QuestionAnsweringReportsExactMatchAndF1) {
   EXPECT_GE(metrics.at("f1"), metrics.at("exact_match"));
   EXPECT_LE(metrics.at("f1"), 100.0);
   EXPECT_LT(result.step_losses.back(), result.step_losses.front());
+}
+
+// Trainer::evaluate_model (`scalebert train --eval-only`) scores a saved folder with the inference
+// engine: on the f32 checkpoint it must reproduce the trainer's own final evaluation (the training
+// graph) for every task; on an int8 copy it must run the int8 kernels (a different, nearby loss).
+TEST(Trainer, EvaluateModelMatchesTheTrainersEvaluation) {
+  REQUIRE_FIXTURE("tiny-bert-cls");
+  REQUIRE_FIXTURE("tiny-bert-ner");
+  REQUIRE_FIXTURE("tiny-bert-qa");
+  REQUIRE_FIXTURE("tiny-bert-mlm");
+  TempDir dir;
+  std::vector<TrainConfig> configs;
+  configs.push_back(classification_config(dir, "cls"));
+  TrainConfig ner;
+  ner.model = fixture("tiny-bert-ner").string();
+  ner.train_file = dir.write("train.conll", conll_text(16)).string();
+  ner.eval_file = dir.write("dev.conll", conll_text(6)).string();
+  ner.output_dir = (dir / "ner").string();
+  ner.max_length = 24;
+  ner.batch_size = 4;
+  ner.learning_rate = 3e-3;
+  ner.max_steps = 6;
+  configs.push_back(ner);
+  TrainConfig qa;
+  qa.model = fixture("tiny-bert-qa").string();
+  qa.train_file = dir.write("train.json", squad_json(9)).string();
+  qa.eval_file = dir.write("dev.json", squad_json(3)).string();
+  qa.output_dir = (dir / "qa").string();
+  qa.max_length = 24;  // several windows per question: the n-best decoding across windows is compared too
+  qa.doc_stride = 8;
+  qa.batch_size = 4;
+  qa.learning_rate = 3e-3;
+  qa.max_steps = 10;
+  configs.push_back(qa);
+  TrainConfig mlm;
+  mlm.model = fixture("tiny-bert-mlm").string();
+  mlm.train_file = dir.write("train.txt", mlm_text(12)).string();
+  mlm.eval_file = dir.write("eval.txt", mlm_text(6)).string();
+  mlm.output_dir = (dir / "mlm").string();
+  mlm.max_length = 24;
+  mlm.batch_size = 4;
+  mlm.learning_rate = 2e-3;
+  mlm.max_steps = 4;
+  mlm.mlm_probability = 0.3;
+  configs.push_back(mlm);
+
+  for (const TrainConfig& config : configs) {
+    SCOPED_TRACE(config.output_dir);
+    const TrainResult trained = run_quietly(config);
+    ASSERT_TRUE(trained.final_eval.has_value());
+    TrainConfig evaluation = single_threaded(config);
+    evaluation.model = (fs::path(config.output_dir) / "checkpoint-last").string();
+    evaluation.train_file.clear();  // not needed to evaluate
+    evaluation.output_dir.clear();
+    const EvalResult scored = Trainer::evaluate_model(evaluation);
+    EXPECT_EQ(scored.examples, trained.final_eval->examples);
+    ASSERT_EQ(scored.metrics.size(), trained.final_eval->metrics.size());
+    for (const auto& [name, value] : trained.final_eval->metrics) {
+      ASSERT_TRUE(scored.metrics.count(name)) << name;
+      // f32 inference and the training graph differ only in summation order.
+      EXPECT_NEAR(scored.metrics.at(name), value, 1e-4 * std::max(1.0, std::abs(value))) << name;
+    }
+  }
+
+  // int8: the same classification checkpoint through the int8 kernels.
+  const TrainConfig& classification = configs.front();
+  quant::QuantizeOptions options;
+  options.dtype = kernels::Precision::kInt8;
+  const fs::path f32_dir = fs::path(classification.output_dir) / "checkpoint-last";
+  quant::quantize_model(f32_dir, dir / "cls-int8", options);
+  TrainConfig evaluation = single_threaded(classification);
+  evaluation.model = f32_dir.string();
+  const double f32_loss = Trainer::evaluate_model(evaluation).metrics.at("loss");
+  evaluation.model = (dir / "cls-int8").string();
+  const EvalResult int8 = Trainer::evaluate_model(evaluation);
+  EXPECT_NE(int8.metrics.at("loss"), f32_loss);
+  EXPECT_NEAR(int8.metrics.at("loss"), f32_loss, 0.05 * f32_loss);
+  EXPECT_EQ(int8.examples, 9);
+
+  // The model's head is the one scored; no eval file is no evaluation.
+  evaluation.task = "ner";
+  EXPECT_NE(error_of([&] { Trainer::evaluate_model(evaluation); }).find("has a sequence-classification head"),
+            std::string::npos);
+  evaluation.task.clear();
+  evaluation.eval_file.clear();
+  EXPECT_NE(error_of([&] { Trainer::evaluate_model(evaluation); }).find("\"eval_file\" (--eval-file) is required"),
+            std::string::npos);
 }
 
 TEST(Trainer, MaskedLmFromScratchReportsPerplexity) {

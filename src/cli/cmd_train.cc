@@ -1,5 +1,6 @@
 // `scalebert train`: config file + flags -> TrainConfig, the trainer with a progress line (step,
-// loss, learning rate, tokens/s, ETA), Ctrl-C handling, and a summary of the run.
+// loss, learning rate, tokens/s, ETA), Ctrl-C handling, and a summary of the run; with --eval-only,
+// the task metrics of a model folder (f32, bf16 or int8) on the eval file instead.
 #include "cli/cmd_train.h"
 
 #include <unistd.h>
@@ -27,11 +28,16 @@ const char* const kEpilog =
     "  scalebert train --model minilm --task classification --train-file train.csv --eval-file valid.csv \\\n"
     "                  --output-dir runs/tweets --epochs 3 --learning-rate 5e-5 --eval-steps 200\n"
     "  scalebert train --config run.json --resume auto      (continue after Ctrl-C or a crash)\n"
+    "  scalebert train --config examples/train_qa.json --model out/qa-int8 --eval-only\n"
+    "                                                       (metrics of a trained or quantized model)\n"
     "  scalebert train --config run.json --store-roots /d0/ckpt,/d1/ckpt,/d2/ckpt --store-replicas 2\n"
     "                  [--resume store]                     (also save every checkpoint to a replicated store)\n\n"
     "outputs in output_dir: checkpoint-last/ and checkpoint-best/ (Hugging Face model folders with\n"
     "trainer_state.json), metrics.jsonl, tensorboard/ (tensorboard --logdir <output_dir>/tensorboard);\n"
     "with --store-roots each checkpoint is also a new store version (scalebert ckpt ls --roots ...).\n"
+    "--eval-only: no training; the model folder (f32, or bf16 / int8 from scalebert quantize, run in its\n"
+    "own precision) is scored on eval_file and one JSON line {\"type\":\"eval\",\"examples\":...,<metrics>}\n"
+    "goes to standard output; train_file and output_dir are not needed.\n"
     "exit codes: 0 finished, 1 error, 2 usage error, 130 stopped by Ctrl-C after saving checkpoint-last.";
 
 const char* metavar(ConfigValueKind kind) {
@@ -132,7 +138,8 @@ int run_train_command(const std::vector<std::string>& args) {
     }
     parser.option(flag, metavar(key.kind), key.help, shown);
   }
-  parser.flag("progress", "draw the progress line even when stderr is not a terminal")
+  parser.flag("eval-only", "no training: evaluate the model folder on eval_file with the inference engine")
+      .flag("progress", "draw the progress line even when stderr is not a terminal")
       .flag("quiet", "no progress line and no setup messages")
       .epilog(kEpilog);
 
@@ -183,6 +190,14 @@ int run_train_command(const std::vector<std::string>& args) {
     std::fprintf(stderr, "train: eval at step %lld (%lld examples): %s\n", static_cast<long long>(evaluation.step),
                  static_cast<long long>(evaluation.examples), format_metrics(evaluation).c_str());
   };
+
+  if (parser.given("eval-only")) {
+    const train::EvalResult evaluation = train::Trainer::evaluate_model(config, callbacks);
+    nlohmann::json line = {{"type", "eval"}, {"model", config.model}, {"examples", evaluation.examples}};
+    for (const auto& [name, value] : evaluation.metrics) line[name] = value;
+    std::printf("%s\n", line.dump().c_str());
+    return 0;
+  }
 
   train::clear_stop_request();
   train::StopOnSignals signals;  // Ctrl-C: finish the step, save checkpoint-last, return 130

@@ -18,6 +18,9 @@
 #include "core/threads.h"
 #include "io/file_util.h"
 #include "io/store/store.h"
+#include "kernels/cpu/loss.h"
+#include "model/inference_session.h"
+#include "model/inference_weights.h"
 #include "text/bert_tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/data/classification.h"
@@ -218,6 +221,10 @@ struct Trainer::Impl {
   std::unique_ptr<BertModel> model;
   Tensor gradients;  // (total_elements) F32
   std::unique_ptr<TrainingGraph> graph;
+  // Evaluation only (Trainer::evaluate_model): the inference engine instead of the graph.
+  std::shared_ptr<const InferenceWeights> inference;
+  std::unique_ptr<InferenceSession> session;
+  std::vector<float> inference_logits;  // mlm: (R, V) logits of the R labelled tokens
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<LearningRateSchedule> schedule;
   std::unique_ptr<data::Batcher> batcher;
@@ -272,6 +279,10 @@ struct Trainer::Impl {
   TrainingBatch make_batch(const std::vector<Example>& examples, std::span<const int64_t> indices, int64_t epoch,
                            bool evaluation) const;
   EvalResult evaluate(int64_t step);
+  // Forward and loss of one evaluation batch through the inference session, with the logits laid
+  // out as TrainingGraph::evaluate gives them.
+  StepLoss infer(const TrainingBatch& batch, Tensor* logits);
+  EvalResult evaluate_only();
   void save(const std::string& name, bool with_optimizer);
   [[noreturn]] void diverged(const std::string& what, int64_t step) const;
   void log_line(const Json& line);
@@ -738,7 +749,8 @@ EvalResult Trainer::Impl::evaluate(int64_t step) {
   std::vector<std::vector<std::string>> true_tags, predicted_tags;     // ner
   int64_t tokens_correct = 0, tokens_scored = 0;                      // ner tokens, mlm masked tokens
   std::vector<std::vector<float>> start_logits(eval_examples.size()), end_logits(eval_examples.size());  // qa
-  const int64_t L = model->num_labels;
+  const BertModel& scored = session ? *inference->model : *model;
+  const int64_t L = scored.num_labels;
 
   const auto n = static_cast<int64_t>(eval_examples.size());
   std::vector<int64_t> indices;
@@ -753,7 +765,7 @@ EvalResult Trainer::Impl::evaluate(int64_t step) {
     }
     const TrainingBatch batch = make_batch(eval_examples, indices, 0, true);
     Tensor logits;
-    const StepLoss loss = graph->evaluate(batch, &logits);
+    const StepLoss loss = session ? infer(batch, &logits) : graph->evaluate(batch, &logits);
     if (loss.count > 0) {
       loss_sum += loss.loss * static_cast<double>(loss.count);
       loss_count += loss.count;
@@ -793,7 +805,7 @@ EvalResult Trainer::Impl::evaluate(int64_t step) {
         }
         break;
       case TaskHead::kMaskedLM: {
-        const int64_t V = model->config.vocab_size;
+        const int64_t V = scored.config.vocab_size;
         int64_t row = 0;
         for (int32_t label : batch.labels) {
           if (label == data::kIgnoreIndex) continue;
@@ -873,6 +885,94 @@ EvalResult Trainer::Impl::evaluate(int64_t step) {
     case TaskHead::kNone: break;
   }
   return result;
+}
+
+StepLoss Trainer::Impl::infer(const TrainingBatch& batch, Tensor* logits) {
+  const InferenceOutputs& outputs = session->run(batch.tokens);
+  const PackedBatch& packed = batch.tokens;
+  const int64_t S = packed.sequences(), N = packed.tokens();
+  const float* values = outputs.logits.data<float>();  // (S, L) or (N, L), (N, 2) qa, (N, V) mlm
+  std::vector<float> row_losses;
+  StepLoss loss;
+  auto cross_entropy = [&](const float* rows_logits, const int32_t* targets, int64_t rows, int64_t width) {
+    row_losses.resize(static_cast<size_t>(rows));
+    const kernels::LossResult result =
+        kernels::cross_entropy_forward_backward(nullptr, row_losses.data(), rows_logits, targets, rows, width, 1.0f);
+    loss = StepLoss{result.loss, result.count};
+  };
+  switch (head) {
+    case TaskHead::kSequenceClassification:
+      cross_entropy(values, batch.labels.data(), S, outputs.logits.shape().back());
+      *logits = outputs.logits;
+      break;
+    case TaskHead::kTokenClassification:
+      cross_entropy(values, batch.labels.data(), N, outputs.logits.shape().back());
+      *logits = outputs.logits;
+      break;
+    case TaskHead::kQuestionAnswering: {
+      const kernels::QaLossResult result =
+          kernels::qa_span_loss_forward_backward(nullptr, values, packed.sequence_offsets.data(), S,
+                                                 batch.start_positions.data(), batch.end_positions.data(), 1.0f);
+      loss = StepLoss{result.loss, std::max(result.start_count, result.end_count)};
+      *logits = outputs.logits;
+      break;
+    }
+    case TaskHead::kMaskedLM: {
+      // The graph scores only the labelled tokens: gather their rows (R, V) in token order.
+      const int64_t V = outputs.logits.shape().back();
+      inference_logits.clear();
+      std::vector<int32_t> targets;
+      for (int64_t t = 0; t < N; ++t) {
+        const int32_t label = batch.labels[static_cast<size_t>(t)];
+        if (label == data::kIgnoreIndex) continue;
+        inference_logits.insert(inference_logits.end(), values + t * V, values + (t + 1) * V);
+        targets.push_back(label);
+      }
+      const auto R = static_cast<int64_t>(targets.size());
+      cross_entropy(inference_logits.data(), targets.data(), R, V);
+      *logits = Tensor::view(inference_logits.data(), {R, V}, DType::kF32);
+      break;
+    }
+    case TaskHead::kNone: break;
+  }
+  return loss;
+}
+
+EvalResult Trainer::Impl::evaluate_only() {
+  if (config.threads > 0) set_num_threads(static_cast<int>(config.threads));
+  check(!config.eval_file.empty(), "evaluation only: \"eval_file\" (--eval-file) is required");
+  const fs::path model_dir = config.model;
+  tokenizer = text::BertTokenizer::from_model_dir(model_dir);
+  inference = InferenceWeights::load(model_dir);
+  const BertModel& loaded = *inference->model;
+  head = loaded.head;
+  check(head != TaskHead::kNone, "evaluation only: the model at ", model_dir.string(),
+        " has no task head to evaluate");
+  check(config.task.empty() || task_from_name(config.task) == head, "evaluation only: task \"", config.task,
+        "\" but the model at ", model_dir.string(), " has a ", task_head_name(head), " head");
+  check(config.max_length <= loaded.config.max_position_embeddings, "max_length ", config.max_length,
+        " exceeds the model's max_position_embeddings ", loaded.config.max_position_embeddings);
+  const bool labelled = head == TaskHead::kSequenceClassification || head == TaskHead::kTokenClassification;
+  labels = labelled ? (config.labels.empty() ? loaded.labels() : config.labels) : std::vector<std::string>{};
+  check(!labelled || static_cast<int64_t>(labels.size()) == loaded.num_labels, "evaluation only: ", labels.size(),
+        " labels given but the model's head has ", loaded.num_labels);
+  message(str_cat("reading ", config.eval_file));
+  switch (head) {
+    case TaskHead::kSequenceClassification: eval_examples = classification_examples(config.eval_file, false); break;
+    case TaskHead::kTokenClassification: eval_examples = ner_examples(config.eval_file, false); break;
+    case TaskHead::kQuestionAnswering: eval_examples = qa_examples(config.eval_file, false); break;
+    case TaskHead::kMaskedLM:
+      masking = data::masking_options_for(*tokenizer);
+      masking.mask_probability = config.mlm_probability;
+      eval_examples = mlm_examples(config.eval_file);
+      break;
+    case TaskHead::kNone: break;
+  }
+  check<FormatError>(!eval_examples.empty(), config.eval_file, ": no evaluation examples");
+  message(str_cat(task_head_name(head), ": ", eval_examples.size(), " evaluation sequences",
+                  inference->low_precision ? " (bf16/int8 layers)" : " (f32)"));
+  session = std::make_unique<InferenceSession>(inference);
+  return evaluate(0);
 }
 
 void Trainer::Impl::save(const std::string& name, bool with_optimizer) {
@@ -1162,6 +1262,16 @@ Trainer::Trainer(TrainConfig config, TrainerCallbacks callbacks)
 Trainer::~Trainer() = default;
 
 TrainResult Trainer::run() { return impl_->run(); }
+
+EvalResult Trainer::evaluate_model(const TrainConfig& config, TrainerCallbacks callbacks) {
+  // The same checks as training, except for the two keys evaluation does not use.
+  TrainConfig checked = config;
+  if (checked.train_file.empty()) checked.train_file = config.eval_file;
+  if (checked.output_dir.empty()) checked.output_dir = ".";
+  checked.validate();
+  Impl impl(config, callbacks);
+  return impl.evaluate_only();
+}
 
 void Trainer::request_stop() { impl_->stop.store(true); }
 

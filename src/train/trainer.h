@@ -109,6 +109,15 @@ class Trainer {
 
   const TrainConfig& config() const { return config_; }
 
+  // Evaluation only, with the inference engine: loads config.model with InferenceWeights::load (so
+  // f32, bf16 and int8 folders as `scalebert quantize` writes them, each run in its own precision),
+  // reads config.eval_file as training would (max_length, doc_stride, labels, ...) and returns the
+  // task metrics of evaluate (QA: n-best decoding over the doc-stride windows, SQuAD EM/F1). Reads
+  // no train_file and writes nothing. The model's own head is scored: config.task, when set, must
+  // name it. Errors: InvalidArgument without eval_file or for a task other than the model's head,
+  // the readers' data errors, FormatError when the file has no example.
+  static EvalResult evaluate_model(const TrainConfig& config, TrainerCallbacks callbacks = {});
+
  private:
   struct Impl;
   TrainConfig config_;
