@@ -30,7 +30,8 @@ std::string thousands(int64_t value) {
 int run_info(std::span<char* const> arguments) {
   ArgParser args("info", "Summarize a Hugging Face BERT model folder: config, task head, labels, parameter count, "
                          "weight files and tokenizer.");
-  args.positional("MODEL_DIR", "folder with config.json, model.safetensors (or shards) and vocab.txt")
+  args.positional("MODEL_DIR", "folder with config.json, model.safetensors (or shards) and vocab.txt, or a "
+                                "checkpoint store locator store:ROOT[,ROOT...][@VERSION]")
       .flag("json", "print one JSON object instead of text")
       .common_options();
   if (!args.parse(arguments)) return 0;
@@ -59,6 +60,8 @@ int run_info(std::span<char* const> arguments) {
   if (args.flag_set("json")) {
     nlohmann::json json = {
         {"directory", model.directory.string()},
+        {"source", pipeline->source()},
+        {"store_version", pipeline->store_version() ? nlohmann::json(*pipeline->store_version()) : nlohmann::json()},
         {"model_type", config.model_type},
         {"architectures", config.architectures},
         {"head", task_head_name(model.head)},
@@ -105,7 +108,12 @@ int run_info(std::span<char* const> arguments) {
   for (const std::string& name : config.architectures) architectures += (architectures.empty() ? "" : ", ") + name;
 
   std::string text;
-  text += str_cat("model        ", model.directory.string(), "\n");
+  // A store locator is read through a temporary folder: name the locator and version, not the folder.
+  if (pipeline->store_version()) {
+    text += str_cat("model        ", pipeline->source(), " (store version ", *pipeline->store_version(), ")\n");
+  } else {
+    text += str_cat("model        ", model.directory.string(), "\n");
+  }
   text += str_cat("type         ", config.model_type, architectures.empty() ? "" : " (" + architectures + ")", "\n");
   text += str_cat("head         ", task_head_name(model.head), model.has_pooler ? ", with pooler" : ", no pooler", "\n");
   if (!labels.empty()) text += str_cat("labels       ", labels, "\n");

@@ -33,11 +33,8 @@ struct GrpcOptions {
   int max_threads = 96;                         // RPCs served at once
 };
 
-// Raw tensor bytes <-> WireTensor elements (little-endian, row-major; BYTES elements as a 4-byte
-// little-endian length then the bytes). InvalidArgument naming the tensor when the bytes do not
-// hold exactly `numel` elements of its datatype.
-void decode_raw_tensor(std::string_view bytes, int64_t numel, WireTensor& tensor);
-std::string encode_raw_tensor(const WireTensor& tensor);
+// Raw tensor bytes <-> WireTensor elements: decode_raw_tensor / encode_raw_tensor in serve/protocol.h,
+// shared with the HTTP binary tensor extension.
 
 // A ModelInferRequest as the protocol's InferRequest: raw_input_contents (one per input) or typed
 // contents (the field of the input's datatype), shapes checked against the element counts, request
