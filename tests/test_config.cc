@@ -74,7 +74,7 @@ TEST(BertConfig, ActivationNames) {
     EXPECT_EQ(BertConfig::from_json(with(minimal(), "hidden_act", name)).hidden_act, activation)
         << name;
   }
-  EXPECT_EQ(activation_name(Activation::kGeluTanh), "gelu_new");
+  EXPECT_STREQ(activation_name(Activation::kGeluTanh), "gelu_new");
   expect_bad<FormatError>(with(minimal(), "hidden_act", "swish"), {"hidden_act", "\"swish\""});
   expect_bad<FormatError>(with(minimal(), "hidden_act", "gelu_python"), {"gelu_python"});
   expect_bad<FormatError>(with(minimal(), "hidden_act", 3), {"hidden_act", "must be a string", "3"});

@@ -67,16 +67,7 @@ int64_t parse_label_index(const std::string& text, const std::string& source) {
 
 }  // namespace
 
-std::string_view activation_name(Activation activation) {
-  switch (activation) {
-    case Activation::kGeluErf: return "gelu";
-    case Activation::kGeluTanh: return "gelu_new";
-    case Activation::kRelu: return "relu";
-  }
-  return "?";
-}
-
-Activation activation_from_name(std::string_view name, std::string_view source) {
+Activation hidden_act_from_name(std::string_view name, std::string_view source) {
   if (name == "gelu") return Activation::kGeluErf;
   if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") {
     return Activation::kGeluTanh;  // gelu_fast is the same tanh formula with the constant folded
@@ -133,7 +124,7 @@ BertConfig BertConfig::from_json(const Json& json, const std::string& source) {
   config.hidden_dropout_prob = read_number(json, source, "hidden_dropout_prob", 0.1);
   config.attention_probs_dropout_prob = read_number(json, source, "attention_probs_dropout_prob", 0.1);
   config.initializer_range = read_number(json, source, "initializer_range", 0.02);
-  config.hidden_act = activation_from_name(read_string(json, source, "hidden_act", "gelu"), source);
+  config.hidden_act = hidden_act_from_name(read_string(json, source, "hidden_act", "gelu"), source);
 
   if (json.contains("architectures") && !json.at("architectures").is_null()) {
     const Json& list = json.at("architectures");

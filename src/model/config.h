@@ -12,19 +12,18 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kernels/cpu/activations.h"
+
 namespace scalebert {
 
-// The feed-forward activation.
-enum class Activation {
-  kGeluErf,   // "gelu": x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))
-  kGeluTanh,  // "gelu_new", "gelu_pytorch_tanh", "gelu_fast": 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))
-  kRelu,      // "relu"
-};
+// The feed-forward activation is the kernels' enum (one definition for the model, the inference
+// plan and the training graph); kernels::activation_name gives the name written back to
+// config.json ("gelu", "gelu_new" or "relu").
+using kernels::Activation;
 
-// The name written back to config.json: "gelu", "gelu_new" or "relu".
-std::string_view activation_name(Activation activation);
-// Maps a config.json hidden_act; throws FormatError naming the value and `source` otherwise.
-Activation activation_from_name(std::string_view name, std::string_view source = "config");
+// Maps a config.json hidden_act to the activations the encoder runs (gelu, gelu_new,
+// gelu_pytorch_tanh, gelu_fast, relu); throws FormatError naming the value and `source` otherwise.
+Activation hidden_act_from_name(std::string_view name, std::string_view source = "config");
 
 struct BertConfig {
   // Required keys (no default: a config without them does not describe a model).

@@ -21,6 +21,7 @@ kernels::Epilogue activation_epilogue(Activation activation) {
     case Activation::kGeluErf: return kernels::Epilogue::kGeluErf;
     case Activation::kGeluTanh: return kernels::Epilogue::kGeluTanh;
     case Activation::kRelu: return kernels::Epilogue::kRelu;
+    case Activation::kTanh: return kernels::Epilogue::kTanh;
   }
   return kernels::Epilogue::kGeluErf;
 }

@@ -48,15 +48,6 @@ DropoutRates DropoutRates::from_config(const BertConfig& config) {
 
 namespace {
 
-kernels::Activation kernel_activation(Activation activation) {
-  switch (activation) {
-    case Activation::kGeluErf: return kernels::Activation::kGeluErf;
-    case Activation::kGeluTanh: return kernels::Activation::kGeluTanh;
-    case Activation::kRelu: return kernels::Activation::kRelu;
-  }
-  return kernels::Activation::kGeluErf;
-}
-
 // A view of `count` floats starting at parameter `first` of `arena`, checked to cover exactly the
 // parameters `names` laid out back to back (the fused Q/K/V weight and bias).
 Tensor contiguous_view(const ParameterTable& table, const Tensor& arena, const std::vector<std::string>& names,
@@ -506,7 +497,7 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
   const int64_t C = config.hidden_size, I = config.intermediate_size;
   const int64_t NH = config.num_attention_heads, HS = config.head_size();
   const float eps = static_cast<float>(config.layer_norm_eps);
-  const kernels::Activation activation = kernel_activation(config.hidden_act);
+  const kernels::Activation activation = config.hidden_act;
   const float p_hidden = train ? dropout_.hidden : 0.0f;
   const float p_attention = train ? dropout_.attention : 0.0f;
   const float p_classifier = train ? dropout_.classifier : 0.0f;
