@@ -127,6 +127,50 @@ TEST(TrainingGraph, DropoutIsSeededAndEvaluationIsDeterministic) {
   EXPECT_THROW(graph.forward_backward(batch, 1.0f, 1), InvalidArgument);
 }
 
+// With dropout on, a fixed seed makes the loss a deterministic function of the weights, so the
+// backward pass must be its gradient: every dropout site's backward has to apply the very mask its
+// forward drew. Checked along a random direction v over all parameters: g . v against the central
+// difference (L(w + h v) - L(w - h v)) / 2h, in f32 (h = 1e-3 on weights of scale ~0.02-1). The same
+// check with dropout off is the control.
+TEST(TrainingGraph, DropoutBackwardIsTheGradientOfTheSeededLoss) {
+  if (!std::filesystem::exists(fixture("tiny-bert-cls"))) GTEST_SKIP() << "tiny-bert-cls fixture absent";
+  for (const float p : {0.0f, 0.1f, 0.3f}) {
+    BertModel model = BertModel::load(fixture("tiny-bert-cls"));
+    Tensor gradients = model.parameters.make_arena();
+    TrainingGraph graph(model, gradients, DropoutRates{p, p, p});
+    TrainingBatch batch;
+    batch.tokens.add_sequence(std::vector<int32_t>{6, 20, 30, 40, 50, 60, 7});
+    batch.tokens.add_sequence(std::vector<int32_t>{6, 21, 31, 41, 7});
+    batch.tokens.add_sequence(std::vector<int32_t>{6, 22, 32, 42, 52, 7});
+    batch.labels = {0, 2, 1};
+    const uint64_t seed = 1234;
+    Tensor values = model.parameters.values();  // a view sharing the table's storage
+    float* w = values.data<float>();
+    const int64_t n = model.parameters.values().numel();
+    std::vector<float> direction(static_cast<size_t>(n));
+    uint64_t state = 42;
+    for (float& value : direction) {  // uniform in [-1, 1) from a 64-bit LCG: enough for a direction
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      value = static_cast<float>(static_cast<double>(state >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+    }
+    std::memset(gradients.raw(), 0, gradients.nbytes());
+    graph.forward_backward(batch, 1.0f, seed);
+    const float* g = gradients.data<float>();
+    double analytic = 0.0;
+    for (int64_t i = 0; i < n; ++i) analytic += static_cast<double>(g[i]) * direction[static_cast<size_t>(i)];
+    const std::vector<float> original(w, w + n);
+    auto loss_at = [&](double step) {
+      for (int64_t i = 0; i < n; ++i) w[i] = original[static_cast<size_t>(i)] + static_cast<float>(step) * direction[static_cast<size_t>(i)];
+      graph.parameters_changed();
+      std::memset(gradients.raw(), 0, gradients.nbytes());
+      return graph.forward_backward(batch, 1.0f, seed).loss;
+    };
+    const double h = 1e-3;
+    const double numeric = (loss_at(h) - loss_at(-h)) / (2 * h);
+    EXPECT_NEAR(analytic, numeric, 5e-3 * std::max(1.0, std::abs(numeric))) << "dropout p = " << p;
+  }
+}
+
 // A graph reused across batches of one shape bucket must give the gradients a fresh graph gives: rows
 // past the real tokens that an earlier, larger batch wrote may not leak into the products.
 TEST(TrainingGraph, ReuseAcrossBatchSizesMatchesAFreshGraph) {
