@@ -24,12 +24,14 @@ Usage (see docs/training.md, "Quality on real data"):
         --hidden-dropout 0 --attention-dropout 0 --classifier-dropout 0 --logging-steps 1 --output-dir out/same/sb
 """
 import argparse
-import csv
 import json
 import sys
 
 import torch
 from transformers import BertForSequenceClassification, BertTokenizerFast, get_linear_schedule_with_warmup
+
+# The CSV reader and macro-F1 of the ordinary PyTorch peer (same folder).
+from finetune_tweets_pytorch import macro_f1, read
 
 MASK64 = (1 << 64) - 1
 
@@ -91,24 +93,6 @@ def epoch_permutation(n, seed, epoch):
         j = rng.uniform(i + 1)
         permutation[i], permutation[j] = permutation[j], permutation[i]
     return permutation
-
-
-def read(path):
-    with open(path, newline="", encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
-    return [row["text"] for row in rows], [row["label"] for row in rows]
-
-
-def macro_f1(truth, predictions, classes):
-    scores = []
-    for c in range(classes):
-        tp = sum(1 for y, p in zip(truth, predictions) if y == c and p == c)
-        fp = sum(1 for y, p in zip(truth, predictions) if y != c and p == c)
-        fn = sum(1 for y, p in zip(truth, predictions) if y == c and p != c)
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        scores.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
-    return sum(scores) / classes
 
 
 def main():
