@@ -12,7 +12,9 @@
 // Memory: planned = TrainingGraph::planned_bytes() (activations, planned before the first step)
 // plus parameters, gradients and the two AdamW moments (4 arenas); and the process's max RSS.
 //
-// Usage: bench_train [--model base|small|both] [--steps N] [--threads N] [--peak-gflops G] [--json]
+// --breakdown also prints (to stderr) the median wall time of each phase of the step.
+//
+// Usage: bench_train [--model base|small|both] [--steps N] [--threads N] [--peak-gflops G] [--json] [--breakdown]
 #include <sys/resource.h>
 #include <time.h>
 
@@ -53,7 +55,7 @@ double max_rss_mib() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux: KiB
 }
 
-void run(const BenchShape& shape, int steps, double peak_gflops, bool json) {
+void run(const BenchShape& shape, int steps, double peak_gflops, bool json, bool breakdown) {
   BertConfig config;
   config.vocab_size = 30522;
   config.hidden_size = shape.hidden;
@@ -93,17 +95,40 @@ void run(const BenchShape& shape, int steps, double peak_gflops, bool json) {
   }
 
   std::vector<double> seconds, cpu;
+  // Wall seconds of each phase of a step, for --breakdown: where the time outside the products goes.
+  constexpr int kPhases = 5;
+  const char* phase_names[kPhases] = {"zero gradients", "forward+backward", "clip", "AdamW", "repack weights"};
+  std::vector<double> phase_seconds[kPhases];
   double last_loss = 0.0;
   for (int step = 0; step < steps + 1; ++step) {  // step 0 plans buffers and builds oneDNN steps
     const auto start = std::chrono::steady_clock::now();
     const double cpu_start = cpu_seconds();
+    auto mark = start;
+    auto lap = [&](int phase) {
+      const auto now = std::chrono::steady_clock::now();
+      if (step > 0) phase_seconds[phase].push_back(std::chrono::duration<double>(now - mark).count());
+      mark = now;
+    };
     train::zero_arena(gradients);
+    lap(0);
     last_loss = graph.forward_backward(batches[step % 2], 1.0f, static_cast<uint64_t>(step)).loss;
+    lap(1);
     train::clip_grad_norm(model.parameters, gradients, 1.0);
+    lap(2);
     optimizer.step(values, gradients, 1e-5);
+    lap(3);
     graph.parameters_changed();
+    lap(4);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (step > 0) seconds.push_back(elapsed), cpu.push_back(cpu_seconds() - cpu_start);
+  }
+  if (breakdown) {
+    for (int phase = 0; phase < kPhases; ++phase) {
+      std::vector<double>& values_s = phase_seconds[phase];
+      std::sort(values_s.begin(), values_s.end());
+      std::fprintf(stderr, "%-6s %-18s median %8.1f ms\n", shape.name, phase_names[phase],
+                   1e3 * values_s[values_s.size() / 2]);
+    }
   }
   std::sort(seconds.begin(), seconds.end());
   std::sort(cpu.begin(), cpu.end());
@@ -152,6 +177,7 @@ int main(int argc, char** argv) {
   int steps = 0;
   double peak_gflops = 234.0;
   bool json = false;
+  bool breakdown = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&]() -> std::string {
@@ -171,17 +197,19 @@ int main(int argc, char** argv) {
       peak_gflops = std::stod(value());
     } else if (arg == "--json") {
       json = true;
+    } else if (arg == "--breakdown") {
+      breakdown = true;
     } else {
       std::fprintf(stderr, "usage: bench_train [--model base|small|both] [--steps N] [--threads N] "
-                           "[--peak-gflops G] [--json]\n");
+                           "[--peak-gflops G] [--json] [--breakdown]\n");
       return 2;
     }
   }
   const BenchShape base{"base", 12, 768, 12, 3072, 8, 128};
   const BenchShape small{"small", 4, 256, 4, 1024, 32, 64};
   try {
-    if (which == "base" || which == "both") run(base, steps > 0 ? steps : 5, peak_gflops, json);
-    if (which == "small" || which == "both") run(small, steps > 0 ? steps : 10, peak_gflops, json);
+    if (which == "base" || which == "both") run(base, steps > 0 ? steps : 5, peak_gflops, json, breakdown);
+    if (which == "small" || which == "both") run(small, steps > 0 ? steps : 10, peak_gflops, json, breakdown);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "bench_train: %s\n", error.what());
     return 1;

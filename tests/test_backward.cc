@@ -705,9 +705,18 @@ TEST(Dropout, MaskDependsOnlyOnSeedAndIndex) {
   dropout_mask(pieces.data() + cut1, cut2 - cut1, p, seed, offset + cut1);
   dropout_mask(pieces.data() + cut2, n - cut2, p, seed, offset + cut2);
   EXPECT_TRUE(bitwise_equal(whole, pieces));
+  // Every element equals the scalar reference, for offsets at every alignment to the 64-element
+  // groups the vector kernel generates and lengths that end mid-group.
   const uint64_t threshold = dropout_threshold(p);
-  for (int64_t i = 0; i < n; i += 997) {
-    ASSERT_EQ(whole[i] != 0.0f, dropout_keep(seed, offset + i, threshold)) << i;
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(whole[i] != 0.0f, dropout_keep(seed, offset + i, threshold)) << i;
+  for (uint64_t start : {0ull, 1ull, 3ull, 17ull, 63ull, 64ull, 65ull, (1ull << 32) * 4 - 5}) {
+    for (int64_t length : {1, 15, 16, 47, 64, 130, 1023, 1025, 2100}) {
+      Floats mask(length);
+      dropout_mask(mask.data(), length, p, seed, start);
+      for (int64_t i = 0; i < length; ++i) {
+        ASSERT_EQ(mask[i] != 0.0f, dropout_keep(seed, start + i, threshold)) << "start " << start << " i " << i;
+      }
+    }
   }
   // In place equals out of place.
   Floats data(n, 3.0f), out(n);

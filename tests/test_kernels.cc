@@ -260,6 +260,10 @@ TEST(Activations, ReluKeepsNanAndDispatchMatches) {
       case Activation::kTanh: tanh_forward(direct.data(), 301); break;
     }
     EXPECT_EQ(via_enum, direct) << activation_name(a);
+    // The out-of-place form writes the same values and leaves its input alone.
+    std::vector<float> out(301, -7.0f);
+    activation_forward(a, out.data(), values.data(), 301);
+    EXPECT_EQ(out, direct) << activation_name(a);
   }
 }
 

@@ -567,8 +567,7 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     kernels::layernorm_forward(layer.h1, layer.r1, layer.norm1_gamma.data<float>(), layer.norm1_beta.data<float>(), N,
                                C, eps, layer.mean1, layer.rstd1);
     layer_steps.intermediate.run(stream_);  // ff_pre = h1 W1^T + b1
-    std::memcpy(b.temp_i, layer.ff_pre, N * I * sizeof(float));
-    kernels::activation_forward(activation, b.temp_i, N * I);
+    kernels::activation_forward(activation, b.temp_i, layer.ff_pre, N * I);
     layer_steps.output.run(stream_);  // temp = act(ff_pre) W2^T + b2
     layer.output_offset = offset;
     kernels::dropout_forward(layer.r2, b.temp_c, N * C, p_hidden, seed, offset);  // r2 = h1 + dropout(temp)
@@ -684,8 +683,7 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     // r2 = h1 + dropout(temp): d_x keeps d r2 as the residual part of d h1; d_temp gets d temp.
     kernels::dropout_backward(b.d_temp, b.d_x, N * C, p_hidden, seed, layer.output_offset);
     // temp = act(ff_pre) W2^T + b2, with act(ff_pre) recomputed
-    std::memcpy(b.temp_i, layer.ff_pre, N * I * sizeof(float));
-    kernels::activation_forward(activation, b.temp_i, N * I);
+    kernels::activation_forward(activation, b.temp_i, layer.ff_pre, N * I);
     layer_steps.d_output.run(stream_);
     // act(ff_pre)
     kernels::activation_backward(activation, b.d_ff, layer.ff_pre, b.d_ff, N * I);

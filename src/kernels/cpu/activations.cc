@@ -18,14 +18,15 @@ constexpr float kSqrtTwoOverPi = 0.79788456080286536f;    // sqrt(2/pi)
 constexpr float kGeluCubic = 0.044715f;
 
 #ifdef __AVX512F__
+// out[i] = function(in[i]); out == in is allowed.
 template <typename Function>
-void map_in_place(float* x, int64_t n, Function function) {
+void map(float* out, const float* in, int64_t n, Function function) {
   parallel_chunks(n, kGrain, [&](int64_t begin, int64_t end) {
     int64_t i = begin;
-    for (; i + simd::kLanes <= end; i += simd::kLanes) _mm512_storeu_ps(x + i, function(_mm512_loadu_ps(x + i)));
+    for (; i + simd::kLanes <= end; i += simd::kLanes) _mm512_storeu_ps(out + i, function(_mm512_loadu_ps(in + i)));
     if (i < end) {
       const __mmask16 mask = simd::tail_mask(end - i);
-      _mm512_mask_storeu_ps(x + i, mask, function(_mm512_maskz_loadu_ps(mask, x + i)));
+      _mm512_mask_storeu_ps(out + i, mask, function(_mm512_maskz_loadu_ps(mask, in + i)));
     }
   });
 }
@@ -46,10 +47,11 @@ inline __m512 gelu_tanh_ps(__m512 x) {
   return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), simd::exp_ps(minus_two_u)));
 }
 #else
+// out[i] = function(in[i]); out == in is allowed.
 template <typename Function>
-void map_in_place(float* x, int64_t n, Function function) {
+void map(float* out, const float* in, int64_t n, Function function) {
   parallel_chunks(n, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) x[i] = function(x[i]);
+    for (int64_t i = begin; i < end; ++i) out[i] = function(in[i]);
   });
 }
 #endif
@@ -75,41 +77,48 @@ const char* activation_name(Activation activation) {
   return "unknown";
 }
 
+namespace {
+
 #ifdef __AVX512F__
-void gelu_erf_forward(float* x, int64_t n) {
-  map_in_place(x, n, [](__m512 v) { return gelu_erf_ps(v); });
+void gelu_erf_map(float* out, const float* in, int64_t n) {
+  map(out, in, n, [](__m512 v) { return gelu_erf_ps(v); });
 }
-void gelu_tanh_forward(float* x, int64_t n) {
-  map_in_place(x, n, [](__m512 v) { return gelu_tanh_ps(v); });
+void gelu_tanh_map(float* out, const float* in, int64_t n) {
+  map(out, in, n, [](__m512 v) { return gelu_tanh_ps(v); });
 }
-void relu_forward(float* x, int64_t n) {
-  map_in_place(x, n, [](__m512 v) { return _mm512_max_ps(_mm512_setzero_ps(), v); });  // NaN second: kept
+void relu_map(float* out, const float* in, int64_t n) {
+  map(out, in, n, [](__m512 v) { return _mm512_max_ps(_mm512_setzero_ps(), v); });  // NaN second: kept
 }
 #else
-void gelu_erf_forward(float* x, int64_t n) {
-  map_in_place(x, n, [](float v) { return 0.5f * v * (1.0f + std::erf(v * kSqrtHalf)); });
+void gelu_erf_map(float* out, const float* in, int64_t n) {
+  map(out, in, n, [](float v) { return 0.5f * v * (1.0f + std::erf(v * kSqrtHalf)); });
 }
-void gelu_tanh_forward(float* x, int64_t n) {
-  map_in_place(x, n, [](float v) {
-    return 0.5f * v * (1.0f + std::tanh(kSqrtTwoOverPi * (v + kGeluCubic * v * v * v)));
-  });
+void gelu_tanh_map(float* out, const float* in, int64_t n) {
+  map(out, in, n, [](float v) { return 0.5f * v * (1.0f + std::tanh(kSqrtTwoOverPi * (v + kGeluCubic * v * v * v))); });
 }
-void relu_forward(float* x, int64_t n) {
-  map_in_place(x, n, [](float v) { return v < 0.0f ? 0.0f : v; });
+void relu_map(float* out, const float* in, int64_t n) {
+  map(out, in, n, [](float v) { return v < 0.0f ? 0.0f : v; });
 }
 #endif
 
+}  // namespace
+
+void gelu_erf_forward(float* x, int64_t n) { gelu_erf_map(x, x, n); }
+void gelu_tanh_forward(float* x, int64_t n) { gelu_tanh_map(x, x, n); }
+void relu_forward(float* x, int64_t n) { relu_map(x, x, n); }
 void tanh_forward(float* x, int64_t n) { tanh_forward(x, x, n); }
 
-void activation_forward(Activation activation, float* x, int64_t n) {
+void activation_forward(Activation activation, float* out, const float* in, int64_t n) {
   switch (activation) {
-    case Activation::kGeluErf: return gelu_erf_forward(x, n);
-    case Activation::kGeluTanh: return gelu_tanh_forward(x, n);
-    case Activation::kRelu: return relu_forward(x, n);
-    case Activation::kTanh: return tanh_forward(x, n);
+    case Activation::kGeluErf: return gelu_erf_map(out, in, n);
+    case Activation::kGeluTanh: return gelu_tanh_map(out, in, n);
+    case Activation::kRelu: return relu_map(out, in, n);
+    case Activation::kTanh: return tanh_forward(out, in, n);
   }
   throw InvalidArgument(str_cat("activation_forward: bad activation value ", static_cast<int>(activation)));
 }
+
+void activation_forward(Activation activation, float* x, int64_t n) { activation_forward(activation, x, x, n); }
 
 void add_bias_rows(float* out, const float* bias, int64_t rows, int64_t C) {
   check(rows >= 0 && C > 0, "add_bias_rows: need rows >= 0 and C > 0, got rows=", rows, " C=", C);

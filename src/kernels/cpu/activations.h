@@ -24,6 +24,8 @@ void gelu_tanh_forward(float* x, int64_t n);
 void relu_forward(float* x, int64_t n);
 void tanh_forward(float* x, int64_t n);  // in place; vector_math.h has the out-of-place form
 void activation_forward(Activation activation, float* x, int64_t n);
+// out: (n) <- act(in); out == in is allowed (the in-place form above).
+void activation_forward(Activation activation, float* out, const float* in, int64_t n);
 
 // out: (rows, C) += bias: (C) on every row.
 void add_bias_rows(float* out, const float* bias, int64_t rows, int64_t C);

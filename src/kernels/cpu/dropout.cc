@@ -1,5 +1,7 @@
-// Dropout kernels: Philox blocks generated 16 at a time (one AVX-512 lane per block), so every
-// element's mask is the one dropout_keep() gives it, whatever the chunking.
+// Dropout kernels: Philox blocks generated 16 at a time (one AVX-512 lane per block, 64 elements),
+// compared with the threshold into a 64-bit keep mask, and applied 16 floats per masked multiply.
+// Every element's mask is the one dropout_keep() (the scalar reference) gives it, whatever the
+// chunking or the alignment of the offset.
 #include "kernels/cpu/dropout.h"
 
 #include <algorithm>
@@ -15,9 +17,8 @@ namespace {
 
 constexpr int64_t kGrain = 16384;  // elements per parallel chunk, a multiple of 4
 
-constexpr int64_t kBlocks = 16;  // Philox blocks generated together: 64 elements
-
-// words[w][b] = word w of Philox block block0 + b, for b < 16 (the same values dropout_block_words gives).
+// Keep bits of one 64-element group: bit j of the result is dropout_keep(seed, 64 * group + j,
+// threshold), i.e. word j % 4 of Philox block 16 * group + j / 4 compared with the threshold.
 #ifdef __AVX512F__
 // One 32x32 -> 64-bit product per lane: lo by VPMULLD, hi from VPMULUDQ on the even lanes and on the
 // odd lanes shifted down, blended back into place.
@@ -31,14 +32,26 @@ inline void multiply_high_low(__m512i a, __m512i multiplier, __m512i& high, __m5
   high = _mm512_mask_blend_epi32(static_cast<__mmask16>(0xAAAA), even, odd);
 }
 
-void philox_blocks(uint64_t seed, uint64_t block0, uint32_t words[4][kBlocks]) {
-  alignas(64) uint32_t low[kBlocks], high[kBlocks];
-  for (int64_t b = 0; b < kBlocks; ++b) {
-    const uint64_t block = block0 + static_cast<uint64_t>(b);
-    low[b] = static_cast<uint32_t>(block);
-    high[b] = static_cast<uint32_t>(block >> 32);
-  }
-  __m512i c0 = _mm512_load_si512(low), c1 = _mm512_load_si512(high);
+// Spreads the 16 bits of `bits` to positions shift, shift + 4, ..., shift + 60 (PDEP where BMI2 exists).
+inline uint64_t spread_every_fourth(uint32_t bits, int shift) {
+#ifdef __BMI2__
+  return _pdep_u64(bits, 0x1111111111111111ull << shift);
+#else
+  uint64_t out = 0;
+  for (int b = 0; b < 16; ++b) out |= static_cast<uint64_t>((bits >> b) & 1u) << (4 * b + shift);
+  return out;
+#endif
+}
+
+// Philox4x32-10 on 16 blocks at once (one per lane), then four unsigned compares: lane b of word w
+// is element 4 b + w of the group.
+uint64_t group_keep_bits(uint64_t seed, uint64_t group, uint64_t threshold) {
+  if (threshold > 0xFFFFFFFFull) return 0;  // p == 1: no 32-bit word reaches 2^32
+  const uint64_t block0 = 16 * group;
+  // Blocks block0 .. block0 + 15 never carry into the high word: block0 is a multiple of 16.
+  __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(block0))),
+                                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  __m512i c1 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(block0 >> 32)));
   __m512i c2 = _mm512_setzero_si512(), c3 = _mm512_setzero_si512();
   uint32_t key0 = static_cast<uint32_t>(seed), key1 = static_cast<uint32_t>(seed >> 32);
   const __m512i m0 = _mm512_set1_epi32(static_cast<int>(0xD2511F53u));
@@ -57,35 +70,55 @@ void philox_blocks(uint64_t seed, uint64_t block0, uint32_t words[4][kBlocks]) {
     c2 = _mm512_xor_si512(_mm512_xor_si512(high0, c3), k1);
     c3 = low0;
   }
-  _mm512_storeu_si512(words[0], c0);
-  _mm512_storeu_si512(words[1], c1);
-  _mm512_storeu_si512(words[2], c2);
-  _mm512_storeu_si512(words[3], c3);
+  const __m512i t = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(threshold)));
+  return spread_every_fourth(_mm512_cmpge_epu32_mask(c0, t), 0) | spread_every_fourth(_mm512_cmpge_epu32_mask(c1, t), 1) |
+         spread_every_fourth(_mm512_cmpge_epu32_mask(c2, t), 2) | spread_every_fourth(_mm512_cmpge_epu32_mask(c3, t), 3);
 }
 #else
-void philox_blocks(uint64_t seed, uint64_t block0, uint32_t words[4][kBlocks]) {
-  for (int64_t b = 0; b < kBlocks; ++b) {
-    const std::array<uint32_t, 4> block = dropout_block_words(seed, block0 + static_cast<uint64_t>(b));
-    for (int w = 0; w < 4; ++w) words[w][b] = block[w];
+uint64_t group_keep_bits(uint64_t seed, uint64_t group, uint64_t threshold) {
+  uint64_t bits = 0;
+  for (uint64_t b = 0; b < 16; ++b) {
+    const std::array<uint32_t, 4> words = dropout_block_words(seed, 16 * group + b);
+    for (uint64_t w = 0; w < 4; ++w) bits |= static_cast<uint64_t>(words[w] >= threshold) << (4 * b + w);
   }
+  return bits;
 }
 #endif
 
-// Calls visit(i, keep) for i in [begin, end) (element indices relative to the site), element i at
-// counter index offset + i: word (offset + i) % 4 of block (offset + i) / 4. Blocks are generated
-// 16 at a time.
+constexpr int64_t kRun = 1024;  // elements whose keep bits are gathered at once (16 words)
+
+// bits[k] bit j = keep of counter index first + 64 k + j, for the n <= kRun elements from `first`:
+// the aligned groups' bits shifted down by first % 64.
+void keep_bits(uint64_t seed, uint64_t first, int64_t n, uint64_t threshold, uint64_t bits[kRun / 64]) {
+  const uint64_t group0 = first / 64;
+  const int shift = static_cast<int>(first % 64);
+  const int64_t words = (n + 63) / 64;
+  uint64_t current = group_keep_bits(seed, group0, threshold);  // the group word k starts in
+  for (int64_t k = 0; k < words; ++k) {
+    const int64_t count = std::min<int64_t>(64, n - 64 * k);
+    if (shift == 0) {
+      bits[k] = current;
+      if (k + 1 < words) current = group_keep_bits(seed, group0 + k + 1, threshold);
+    } else {
+      // Elements 64 - shift .. count - 1 of word k lie in the next group.
+      const uint64_t next = shift + count > 64 ? group_keep_bits(seed, group0 + k + 1, threshold) : 0;
+      bits[k] = (current >> shift) | (next << (64 - shift));
+      current = next;
+    }
+  }
+}
+
+// Calls visit(i, keep16, count) for i in [begin, end) in steps of 16 (count < 16 only at the end):
+// bit l of keep16 is the keep bit of element i + l, at counter index offset + i + l.
 template <typename Visit>
-void for_each_keep(int64_t begin, int64_t end, uint64_t seed, uint64_t offset, uint64_t threshold, Visit&& visit) {
-  int64_t i = begin;
-  while (i < end) {
-    const uint64_t first = offset + static_cast<uint64_t>(i);
-    const uint64_t block0 = first >> 2;
-    uint32_t words[4][kBlocks];
-    philox_blocks(seed, block0, words);
-    const int64_t count = std::min<int64_t>(end - i, static_cast<int64_t>(4 * (block0 + kBlocks) - first));
-    for (int64_t k = 0; k < count; ++k, ++i) {
-      const uint64_t index = first + static_cast<uint64_t>(k);
-      visit(i, words[index & 3][(index >> 2) - block0] >= threshold);
+void for_each_keep16(int64_t begin, int64_t end, uint64_t seed, uint64_t offset, uint64_t threshold, Visit&& visit) {
+  uint64_t bits[kRun / 64];
+  for (int64_t run = begin; run < end; run += kRun) {
+    const int64_t n = std::min(kRun, end - run);
+    keep_bits(seed, offset + static_cast<uint64_t>(run), n, threshold, bits);
+    for (int64_t j = 0; j < n; j += 16) {
+      const uint32_t keep16 = static_cast<uint32_t>(bits[j / 64] >> (j % 64)) & 0xFFFFu;
+      visit(run + j, keep16, std::min<int64_t>(16, n - j));
     }
   }
 }
@@ -100,8 +133,16 @@ void apply_mask(float* out, const float* in, int64_t n, float p, uint64_t seed, 
     return;
   }
   parallel_chunks(n, kGrain, [&](int64_t begin, int64_t end) {
-    for_each_keep(begin, end, seed, offset, threshold,
-                  [&](int64_t i, bool keep) { out[i] = keep ? in[i] * scale : 0.0f; });
+    for_each_keep16(begin, end, seed, offset, threshold, [&](int64_t i, uint32_t keep16, int64_t count) {
+#ifdef __AVX512F__
+      const __mmask16 lanes = simd::tail_mask(count);
+      const __m512 x = _mm512_maskz_loadu_ps(lanes, in + i);
+      _mm512_mask_storeu_ps(out + i, lanes,
+                            _mm512_maskz_mul_ps(static_cast<__mmask16>(keep16), x, _mm512_set1_ps(scale)));
+#else
+      for (int64_t l = 0; l < count; ++l) out[i + l] = (keep16 >> l) & 1u ? in[i + l] * scale : 0.0f;
+#endif
+    });
   });
 }
 
@@ -122,7 +163,14 @@ void dropout_mask(float* mask, int64_t n, float p, uint64_t seed, uint64_t offse
   const uint64_t threshold = dropout_threshold(p);
   const float scale = dropout_scale(p);
   parallel_chunks(n, kGrain, [&](int64_t begin, int64_t end) {
-    for_each_keep(begin, end, seed, offset, threshold, [&](int64_t i, bool keep) { mask[i] = keep ? scale : 0.0f; });
+    for_each_keep16(begin, end, seed, offset, threshold, [&](int64_t i, uint32_t keep16, int64_t count) {
+#ifdef __AVX512F__
+      _mm512_mask_storeu_ps(mask + i, simd::tail_mask(count),
+                            _mm512_maskz_mov_ps(static_cast<__mmask16>(keep16), _mm512_set1_ps(scale)));
+#else
+      for (int64_t l = 0; l < count; ++l) mask[i + l] = (keep16 >> l) & 1u ? scale : 0.0f;
+#endif
+    });
   });
 }
 
