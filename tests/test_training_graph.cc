@@ -172,33 +172,48 @@ TEST(TrainingGraph, DropoutBackwardIsTheGradientOfTheSeededLoss) {
 }
 
 // A graph reused across batches of one shape bucket must give the gradients a fresh graph gives: rows
-// past the real tokens that an earlier, larger batch wrote may not leak into the products.
+// past the real tokens (or sequences) that an earlier, larger batch wrote may not leak into the
+// products. Masked LM (token rows) and sequence classification (the last layer on [CLS] rows).
 TEST(TrainingGraph, ReuseAcrossBatchSizesMatchesAFreshGraph) {
-  if (!std::filesystem::exists(fixture("tiny-bert-mlm"))) GTEST_SKIP() << "tiny-bert-mlm fixture absent";
-  BertModel model = BertModel::load(fixture("tiny-bert-mlm"));
-  auto make_batch = [](int sequences, int length) {
-    TrainingBatch batch;
-    for (int s = 0; s < sequences; ++s) {
-      std::vector<int32_t> ids(length);
-      for (int t = 0; t < length; ++t) ids[t] = 9 + (s * 7 + t * 3) % 100;
-      ids.front() = 6;
-      ids.back() = 7;
-      batch.tokens.add_sequence(ids);
-      for (int t = 0; t < length; ++t) batch.labels.push_back(t % 3 == 1 ? ids[t] : -100);
+  for (const char* name : {"tiny-bert-mlm", "tiny-bert-cls"}) {
+    if (!std::filesystem::exists(fixture(name))) GTEST_SKIP() << name << " fixture absent";
+    BertModel model = BertModel::load(fixture(name));
+    const bool classification = model.head == TaskHead::kSequenceClassification;
+    auto make_batch = [&](int sequences, int length) {
+      TrainingBatch batch;
+      for (int s = 0; s < sequences; ++s) {
+        std::vector<int32_t> ids(length);
+        for (int t = 0; t < length; ++t) ids[t] = 9 + (s * 7 + t * 3) % 100;
+        ids.front() = 6;
+        ids.back() = 7;
+        batch.tokens.add_sequence(ids);
+        if (classification) {
+          batch.labels.push_back(s % 2);
+        } else {
+          for (int t = 0; t < length; ++t) batch.labels.push_back(t % 3 == 1 ? ids[t] : -100);
+        }
+      }
+      return batch;
+    };
+    // Masked LM: 38 and 37 tokens share the bucket of 38 rows, and the first batch is the longest, so
+    // the graph keeps its buffers; the small batch runs second on the reused graph. Classification:
+    // 33 sequences (34 rows in their bucket) after 40: token rows written by the first batch lie
+    // where the second's [CLS]-row products read their pad row.
+    TrainingBatch large = classification ? make_batch(40, 6) : make_batch(1, 38);
+    TrainingBatch small = classification ? make_batch(33, 5) : make_batch(1, 37);
+    if (classification) {
+      ASSERT_GT(InferenceSession::bucket_rows(33), 33);  // the [CLS]-row products have a pad row
+    } else {
+      ASSERT_EQ(InferenceSession::bucket_rows(38), InferenceSession::bucket_rows(37));
     }
-    return batch;
-  };
-  // 38 and 37 tokens share the bucket of 38 rows, and the first batch is the longest, so the graph
-  // keeps its buffers; the small batch runs second on the reused graph.
-  TrainingBatch large = make_batch(1, 38), small = make_batch(1, 37);
-  ASSERT_EQ(InferenceSession::bucket_rows(38), InferenceSession::bucket_rows(37));
-  Tensor reused_gradients = model.parameters.make_arena();
-  TrainingGraph reused(model, reused_gradients, DropoutRates::none());
-  reused.forward_backward(large, 1.0f, 1);
-  std::memset(reused_gradients.raw(), 0, reused_gradients.nbytes());
-  reused.forward_backward(small, 1.0f, 1);
-  Tensor fresh_gradients = model.parameters.make_arena();
-  TrainingGraph fresh(model, fresh_gradients, DropoutRates::none());
-  fresh.forward_backward(small, 1.0f, 1);
-  EXPECT_EQ(scalebert::testing::max_abs_diff(reused_gradients, fresh_gradients), 0.0f);
+    Tensor reused_gradients = model.parameters.make_arena();
+    TrainingGraph reused(model, reused_gradients, DropoutRates::none());
+    reused.forward_backward(large, 1.0f, 1);
+    std::memset(reused_gradients.raw(), 0, reused_gradients.nbytes());
+    reused.forward_backward(small, 1.0f, 1);
+    Tensor fresh_gradients = model.parameters.make_arena();
+    TrainingGraph fresh(model, fresh_gradients, DropoutRates::none());
+    fresh.forward_backward(small, 1.0f, 1);
+    EXPECT_EQ(scalebert::testing::max_abs_diff(reused_gradients, fresh_gradients), 0.0f) << name;
+  }
 }

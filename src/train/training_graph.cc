@@ -11,6 +11,15 @@
 // Embeddings: x_in[0] = dropout_h(LN0(word[id] + pos[p] + type[t])).
 // Backward walks the same lines in reverse; each step below quotes the forward line it differentiates.
 // act(ff_pre) is recomputed in backward instead of stored (I floats per token per layer saved).
+//
+// Sequence classification reads only the [CLS] row of the last layer's output, and everything in a
+// layer after the attention is row-wise: so the last layer computes Q, K, V and the attention for
+// every token (each [CLS] query attends to all keys and values), then gathers the S [CLS] rows of
+// the context and runs the attention output, LN1, the feed-forward block and LN2 on those S rows only
+// (BERT-base, 128 tokens: 1/16 of the last layer's rows; 6% of the step's FLOPs saved for a 12-layer
+// model, 19% for a 4-layer one). The result is exact, not an approximation: the other rows' outputs
+// feed nothing. In backward, d context is zero on the other rows, so the attention backward gives dK
+// and dV from the [CLS] queries alone and dQ = 0 elsewhere.
 #include "train/training_graph.h"
 
 #include <algorithm>
@@ -26,7 +35,6 @@
 #include "kernels/cpu/layernorm.h"
 #include "kernels/cpu/layernorm_backward.h"
 #include "kernels/cpu/loss.h"
-#include "kernels/cpu/pooling.h"
 #include "model/inference_session.h"
 
 namespace scalebert {
@@ -117,6 +125,8 @@ struct TrainingGraph::Buffers {
   float* d_sequence_logits = nullptr;  // (S, L)
   float* d_pooled = nullptr;       // (S, C)
   float* d_cls = nullptr;          // (S, C)
+  float* cls_context = nullptr;    // (S, C) last layer: the attention context of each [CLS] row
+  float* d_cls_context = nullptr;  // (S, C)
   float* masked_rows = nullptr;    // (R, C) final hidden of the tokens with a masked-LM label
   float* transform_pre = nullptr;  // (R, C) masked_rows Wt^T + bt
   float* transform_act = nullptr;  // (R, C) act(transform_pre), LN input
@@ -147,6 +157,9 @@ struct TrainingGraph::TokenSteps {
 struct TrainingGraph::SequenceSteps {
   LinearStep pooler, classifier;
   LinearBackwardStep d_pooler, d_classifier;
+  // The last layer after its attention, on the [CLS] rows (see the top of this file).
+  LinearStep attention_out, intermediate, output;
+  LinearBackwardStep d_attention_out, d_intermediate, d_output;
 };
 
 struct TrainingGraph::MaskedSteps {
@@ -271,7 +284,8 @@ void TrainingGraph::reserve(int64_t tokens, int64_t sequences, int64_t max_lengt
                {&b.d_context, M * C}, {&b.token_input, M * C}, {&b.token_logits, M * labels},
                {&b.d_token_logits, M * labels}, {&b.cls_rows, S * C}, {&b.pooled, S * C},
                {&b.pooled_dropped, S * C}, {&b.sequence_logits, S * labels}, {&b.d_sequence_logits, S * labels},
-               {&b.d_pooled, S * C}, {&b.d_cls, S * C}, {&b.masked_rows, masked * C},
+               {&b.d_pooled, S * C}, {&b.d_cls, S * C}, {&b.cls_context, S * C}, {&b.d_cls_context, S * C},
+               {&b.masked_rows, masked * C},
                {&b.transform_pre, masked * C}, {&b.transform_act, masked * C}, {&b.transform_mean, masked},
                {&b.transform_rstd, masked}, {&b.transform_out, masked * C}, {&b.mlm_logits, masked * V},
                {&b.d_transform, masked * C}, {&b.d_masked, masked * C},
@@ -310,10 +324,7 @@ void TrainingGraph::bind_scratchpad(size_t bytes) {
     if (steps->classifier.defined()) steps->classifier.bind_scratchpad(scratchpad_.get());
     if (steps->d_classifier.defined()) steps->d_classifier.bind_scratchpad(scratchpad_.get());
   }
-  for (auto& [rows, steps] : sequence_steps_) {
-    for (LinearStep* step : {&steps->pooler, &steps->classifier}) step->bind_scratchpad(scratchpad_.get());
-    for (LinearBackwardStep* step : {&steps->d_pooler, &steps->d_classifier}) step->bind_scratchpad(scratchpad_.get());
-  }
+  for (auto& [rows, steps] : sequence_steps_) bind_sequence_scratchpad(*steps);
   for (auto& [rows, steps] : masked_steps_) {
     for (LinearStep* step : {&steps->transform, &steps->decoder}) step->bind_scratchpad(scratchpad_.get());
     for (LinearBackwardStep* step : {&steps->d_transform, &steps->d_decoder}) step->bind_scratchpad(scratchpad_.get());
@@ -385,9 +396,10 @@ TrainingGraph::TokenSteps& TrainingGraph::token_steps(int64_t rows) {
 TrainingGraph::SequenceSteps& TrainingGraph::sequence_steps(int64_t rows) {
   auto found = sequence_steps_.find(rows);
   if (found != sequence_steps_.end()) return *found->second;
-  const int64_t C = model_.config.hidden_size;
+  const int64_t C = model_.config.hidden_size, I = model_.config.intermediate_size;
   const int64_t L = classifier_->out_features();
   const Buffers& b = *buffers_;
+  const Layer& last = *layers_.back();
   auto steps = std::make_unique<SequenceSteps>();
   steps->pooler = LinearStep(*pooler_, b.cls_rows, C, b.pooled, C, rows, Epilogue::kTanh, false);
   steps->classifier = LinearStep(*classifier_, b.pooled_dropped, C, b.sequence_logits, L, rows, Epilogue::kNone, false);
@@ -397,13 +409,43 @@ TrainingGraph::SequenceSteps& TrainingGraph::sequence_steps(int64_t rows) {
   steps->d_classifier = LinearBackwardStep(b.pooled_dropped, C, parameter("classifier.weight").data<float>(),
                                            b.d_sequence_logits, L, b.d_pooled, C, gradient("classifier.weight"),
                                            gradient("classifier.bias"), rows, C, L, false);
-  size_t scratch = std::max({steps->pooler.scratchpad_bytes(), steps->classifier.scratchpad_bytes(),
-                             steps->d_pooler.scratchpad_bytes(), steps->d_classifier.scratchpad_bytes()});
+  // The last layer on the [CLS] rows: the same products as TokenSteps' over the row-wise buffers.
+  steps->attention_out = LinearStep(*last.attention_out, b.cls_context, C, b.temp_c, C, rows, Epilogue::kNone, false);
+  steps->intermediate = LinearStep(*last.intermediate, last.h1, C, last.ff_pre, I, rows, Epilogue::kNone, false);
+  steps->output = LinearStep(*last.output, b.temp_i, I, b.temp_c, C, rows, Epilogue::kNone, false);
+  // d of temp = cls_context Wo^T + bo: dx is d_cls_context (overwritten).
+  steps->d_attention_out =
+      LinearBackwardStep(b.cls_context, C, last.attention_out_weight.data<float>(), b.d_temp, C, b.d_cls_context, C,
+                         last.d_attention_out_weight, last.d_attention_out_bias, rows, C, C, false);
+  // d of ff_pre = h1 W1^T + b1: dx ADDED onto the residual gradient of h1 in d_cls.
+  steps->d_intermediate = LinearBackwardStep(last.h1, C, last.intermediate_weight.data<float>(), b.d_ff, I, b.d_cls, C,
+                                             last.d_intermediate_weight, last.d_intermediate_bias, rows, C, I, true);
+  // d of temp = act(ff_pre) W2^T + b2: dx is d_ff (overwritten).
+  steps->d_output = LinearBackwardStep(b.temp_i, I, last.output_weight.data<float>(), b.d_temp, C, b.d_ff, I,
+                                       last.d_output_weight, last.d_output_bias, rows, I, C, false);
+  size_t scratch = 0;
+  for (const LinearStep* step : {&steps->pooler, &steps->classifier, &steps->attention_out, &steps->intermediate,
+                                 &steps->output}) {
+    scratch = std::max(scratch, step->scratchpad_bytes());
+  }
+  for (const LinearBackwardStep* step : {&steps->d_pooler, &steps->d_classifier, &steps->d_attention_out,
+                                         &steps->d_intermediate, &steps->d_output}) {
+    scratch = std::max(scratch, step->scratchpad_bytes());
+  }
   SequenceSteps& result = *sequence_steps_.emplace(rows, std::move(steps)).first->second;
   bind_scratchpad(scratch);
-  for (LinearStep* step : {&result.pooler, &result.classifier}) step->bind_scratchpad(scratchpad_.get());
-  for (LinearBackwardStep* step : {&result.d_pooler, &result.d_classifier}) step->bind_scratchpad(scratchpad_.get());
+  bind_sequence_scratchpad(result);
   return result;
+}
+
+void TrainingGraph::bind_sequence_scratchpad(SequenceSteps& steps) {
+  for (LinearStep* step : {&steps.pooler, &steps.classifier, &steps.attention_out, &steps.intermediate, &steps.output}) {
+    step->bind_scratchpad(scratchpad_.get());
+  }
+  for (LinearBackwardStep* step :
+       {&steps.d_pooler, &steps.d_classifier, &steps.d_attention_out, &steps.d_intermediate, &steps.d_output}) {
+    step->bind_scratchpad(scratchpad_.get());
+  }
 }
 
 TrainingGraph::MaskedSteps& TrainingGraph::masked_steps(int64_t rows) {
@@ -461,6 +503,74 @@ void TrainingGraph::check_labels(const TrainingBatch& batch) const {
       }
       break;
     case TaskHead::kNone: break;
+  }
+}
+
+void TrainingGraph::cls_layer_forward(Layer& layer, SequenceSteps& sequence, int64_t S, float p_hidden, uint64_t seed,
+                                      uint64_t& offset) {
+  const BertConfig& config = model_.config;
+  const int64_t C = config.hidden_size, I = config.intermediate_size;
+  const float eps = static_cast<float>(config.layer_norm_eps);
+  Buffers& b = *buffers_;
+  // The rows below are the S [CLS] rows: row s stands for packed token offsets[s].
+  for (int64_t s = 0; s < S; ++s) {
+    std::memcpy(b.cls_context + s * C, layer.context + b.offsets[s] * C, C * sizeof(float));
+  }
+  sequence.attention_out.run(stream_);  // temp = context Wo^T + bo
+  layer.attention_out_offset = offset;
+  kernels::dropout_forward(layer.r1, b.temp_c, S * C, p_hidden, seed, offset);  // r1 = x + dropout(temp)
+  offset += S * C;
+  for (int64_t s = 0; s < S; ++s) {
+    const float* x = layer.x_in + b.offsets[s] * C;
+    float* r1 = layer.r1 + s * C;
+    for (int64_t c = 0; c < C; ++c) r1[c] += x[c];
+  }
+  kernels::layernorm_forward(layer.h1, layer.r1, layer.norm1_gamma.data<float>(), layer.norm1_beta.data<float>(), S, C,
+                             eps, layer.mean1, layer.rstd1);
+  sequence.intermediate.run(stream_);  // ff_pre = h1 W1^T + b1
+  kernels::activation_forward(config.hidden_act, b.temp_i, layer.ff_pre, S * I);
+  sequence.output.run(stream_);  // temp = act(ff_pre) W2^T + b2
+  layer.output_offset = offset;
+  kernels::dropout_forward(layer.r2, b.temp_c, S * C, p_hidden, seed, offset);  // r2 = h1 + dropout(temp)
+  offset += S * C;
+  for (int64_t i = 0; i < S * C; ++i) layer.r2[i] += layer.h1[i];
+  kernels::layernorm_forward(b.cls_rows, layer.r2, layer.norm2_gamma.data<float>(), layer.norm2_beta.data<float>(), S,
+                             C, eps, layer.mean2, layer.rstd2);
+}
+
+void TrainingGraph::cls_layer_backward(Layer& layer, SequenceSteps& sequence, int64_t N, int64_t S, float p_hidden,
+                                       uint64_t seed) {
+  const BertConfig& config = model_.config;
+  const int64_t C = config.hidden_size, I = config.intermediate_size;
+  Buffers& b = *buffers_;
+  // The [CLS]-row products run over the sequence bucket: d_temp's rows past S must be zero there
+  // (they hold the previous step's token-row values).
+  const int64_t S_bucket = InferenceSession::bucket_rows(S);
+  std::memset(b.d_temp + S * C, 0, static_cast<size_t>((S_bucket - S) * C) * sizeof(float));
+  // cls = LN2(r2)
+  kernels::layernorm_backward(b.d_cls, layer.d_norm2_gamma, layer.d_norm2_beta, b.d_cls, layer.r2,
+                              layer.norm2_gamma.data<float>(), layer.mean2, layer.rstd2, S, C);
+  // r2 = h1 + dropout(temp)
+  kernels::dropout_backward(b.d_temp, b.d_cls, S * C, p_hidden, seed, layer.output_offset);
+  // temp = act(ff_pre) W2^T + b2, with act(ff_pre) recomputed
+  kernels::activation_forward(config.hidden_act, b.temp_i, layer.ff_pre, S * I);
+  sequence.d_output.run(stream_);
+  kernels::activation_backward(config.hidden_act, b.d_ff, layer.ff_pre, b.d_ff, S * I);
+  // ff_pre = h1 W1^T + b1: d h1 += d ff_pre W1
+  sequence.d_intermediate.run(stream_);
+  // h1 = LN1(r1)
+  kernels::layernorm_backward(b.d_cls, layer.d_norm1_gamma, layer.d_norm1_beta, b.d_cls, layer.r1,
+                              layer.norm1_gamma.data<float>(), layer.mean1, layer.rstd1, S, C);
+  // r1 = x + dropout(temp)
+  kernels::dropout_backward(b.d_temp, b.d_cls, S * C, p_hidden, seed, layer.attention_out_offset);
+  // temp = cls_context Wo^T + bo
+  sequence.d_attention_out.run(stream_);
+  // Back to token rows: d x (residual part) and d context are the [CLS] rows' values, zero elsewhere.
+  std::memset(b.d_x, 0, static_cast<size_t>(N * C) * sizeof(float));
+  std::memset(b.d_context, 0, static_cast<size_t>(N * C) * sizeof(float));
+  for (int64_t s = 0; s < S; ++s) {
+    std::memcpy(b.d_x + b.offsets[s] * C, b.d_cls + s * C, C * sizeof(float));
+    std::memcpy(b.d_context + b.offsets[s] * C, b.d_cls_context + s * C, C * sizeof(float));
   }
 }
 
@@ -549,6 +659,9 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
   kernels::dropout_forward(x0, x0, N * C, p_hidden, seed, offset);
   offset += N * C;
 
+  // Sequence classification: the last layer after its attention runs on the [CLS] rows only.
+  const bool cls_only = model_.head == TaskHead::kSequenceClassification;
+  SequenceSteps* sequence = cls_only ? &sequence_steps(InferenceSession::bucket_rows(S)) : nullptr;
   for (size_t index = 0; index < layers_.size(); ++index) {
     Layer& layer = *layers_[index];
     TokenSteps::LayerSteps& layer_steps = steps.layers[index];
@@ -558,6 +671,10 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     kernels::attention_forward_train(layer.context, layer.probs, layer.qkv_rows, b.offsets, S, NH, HS, p_attention,
                                      seed, offset, b.attention_scratch, b.attention_scratch_floats);
     offset += probs_floats;
+    if (cls_only && index + 1 == layers_.size()) {
+      cls_layer_forward(layer, *sequence, S, p_hidden, seed, offset);  // writes b.cls_rows
+      break;
+    }
     layer_steps.attention_out.run(stream_);  // temp = context Wo^T + bo
     layer.attention_out_offset = offset;
     kernels::dropout_forward(layer.r1, b.temp_c, N * C, p_hidden, seed, offset);  // r1 = x + dropout(temp)
@@ -583,25 +700,21 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
   switch (model_.head) {
     case TaskHead::kSequenceClassification: {
       const int64_t L = classifier_->out_features();
-      SequenceSteps& sequence = sequence_steps(InferenceSession::bucket_rows(S));
-      kernels::cls_pool(b.cls_rows, b.final_hidden, b.offsets, S, C);
-      sequence.pooler.run(stream_);  // pooled = tanh(cls Wp^T + bp)
+      // b.cls_rows holds the last layer's [CLS] rows (cls_layer_forward).
+      sequence->pooler.run(stream_);  // pooled = tanh(cls Wp^T + bp)
       const uint64_t classifier_offset = offset;
       kernels::dropout_forward(b.pooled_dropped, b.pooled, S * C, p_classifier, seed, offset);
       offset += S * C;
-      sequence.classifier.run(stream_);  // logits = dropout(pooled) Wc^T + bc
+      sequence->classifier.run(stream_);  // logits = dropout(pooled) Wc^T + bc
       kernels::LossResult loss = kernels::cross_entropy_forward_backward(
           train ? b.d_sequence_logits : nullptr, b.row_losses, b.sequence_logits, batch.labels.data(), S, L, grad_scale);
       result = StepLoss{loss.loss, loss.count};
       if (logits) *logits = Tensor::view(b.sequence_logits, {S, L}, DType::kF32, arena_.block());
       if (!train) break;
-      sequence.d_classifier.run(stream_);  // d_pooled (dropped)
+      sequence->d_classifier.run(stream_);  // d_pooled (dropped)
       kernels::dropout_backward(b.d_pooled, b.d_pooled, S * C, p_classifier, seed, classifier_offset);
       kernels::tanh_backward(b.d_pooled, b.pooled, b.d_pooled, S * C);
-      sequence.d_pooler.run(stream_);  // d_cls
-      // final_hidden[CLS of s] feeds the pooler: scatter d_cls into an otherwise zero d_x.
-      std::memset(b.d_x, 0, N * C * sizeof(float));
-      for (int64_t s = 0; s < S; ++s) std::memcpy(b.d_x + b.offsets[s] * C, b.d_cls + s * C, C * sizeof(float));
+      sequence->d_pooler.run(stream_);  // d_cls: d of the last layer's [CLS] rows
       break;
     }
     case TaskHead::kTokenClassification: {
@@ -673,10 +786,18 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
   }
   if (!train) return result;
 
-  // ---- Encoder backward: d_x holds d final_hidden ----
+  // ---- Encoder backward: d_x holds d final_hidden (d_cls its [CLS] rows when cls_only) ----
   for (size_t index = layers_.size(); index-- > 0;) {
     Layer& layer = *layers_[index];
     TokenSteps::LayerSteps& layer_steps = steps.layers[index];
+    if (cls_only && index + 1 == layers_.size()) {
+      cls_layer_backward(layer, *sequence, N, S, p_hidden, seed);  // leaves d context in d_context, d r1 in d_x
+      kernels::attention_backward(b.d_qkv, b.d_context, layer.qkv_rows, layer.probs, b.offsets, S, NH, HS,
+                                  p_attention, seed, layer.attention_offset, b.attention_scratch,
+                                  b.attention_scratch_floats);
+      layer_steps.d_qkv.run(stream_);  // d x += d qkv Wqkv
+      continue;
+    }
     // x_out = LN2(r2)
     kernels::layernorm_backward(b.d_x, layer.d_norm2_gamma, layer.d_norm2_beta, b.d_x, layer.r2,
                                 layer.norm2_gamma.data<float>(), layer.mean2, layer.rstd2, N, C);

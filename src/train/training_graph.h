@@ -87,6 +87,13 @@ class TrainingGraph {
   SequenceSteps& sequence_steps(int64_t rows);
   MaskedSteps& masked_steps(int64_t rows);
   void bind_scratchpad(size_t bytes);
+  void bind_sequence_scratchpad(SequenceSteps& steps);
+  // Sequence classification's last layer after the attention, on the [CLS] rows only (the .cc's
+  // header comment): forward writes the S rows of the final hidden state into the [CLS] buffer;
+  // backward starts from their gradient and leaves d context and the residual d x on token rows.
+  void cls_layer_forward(Layer& layer, SequenceSteps& sequence, int64_t S, float p_hidden, uint64_t seed,
+                         uint64_t& offset);
+  void cls_layer_backward(Layer& layer, SequenceSteps& sequence, int64_t N, int64_t S, float p_hidden, uint64_t seed);
   void check_labels(const TrainingBatch& batch) const;
   Tensor parameter(const std::string& name) const { return model_.parameters.get(name); }
   float* gradient(const std::string& name) const;
