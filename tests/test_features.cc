@@ -19,8 +19,6 @@ using namespace scalebert::train;
 
 namespace {
 
-std::filesystem::path temp_path(const std::string& name) { return std::filesystem::temp_directory_path() / name; }
-
 const std::vector<std::string> kTexts = {
     "net income rose 5% in the quarter",
     "the bank cut its rate",
@@ -34,8 +32,8 @@ const std::vector<std::string> kTexts = {
 }  // namespace
 
 TEST(Features, CacheEqualsDirectInference) {
-  const std::filesystem::path model_dir = scalebert::testing::fixtures_dir() / "tiny-bert";
-  if (!std::filesystem::exists(model_dir / "config.json")) GTEST_SKIP() << "tiny-bert fixture absent (ctest makes it)";
+  const std::filesystem::path model_dir = scalebert::testing::fixture_path("tiny-bert");
+  SCALEBERT_REQUIRE_PATH(model_dir / "config.json");
   pipeline::PipelineOptions options;
   options.batch_size = 3;  // several batches, ordered by length, written back in input order
   auto pipeline = pipeline::TextPipeline::load(model_dir, options);
@@ -50,10 +48,10 @@ TEST(Features, CacheEqualsDirectInference) {
     cache.pooling = std::string(feature_pooling_name(pooling));
     cache.source = "texts";
     cache.max_length = pipeline->max_length();
-    const std::filesystem::path path = temp_path("scalebert_test_features.safetensors");
+    const scalebert::testing::TempDir temp;
+    const std::filesystem::path path = temp / "features.safetensors";
     save_feature_cache(path, cache);
     const FeatureCache loaded = load_feature_cache(path);
-    std::filesystem::remove(path);
     ASSERT_EQ(loaded.count(), static_cast<int64_t>(kTexts.size()));
     EXPECT_EQ(loaded.labels, cache.labels);
     EXPECT_EQ(loaded.label_names, cache.label_names);
@@ -86,10 +84,8 @@ TEST(Features, CacheEqualsDirectInference) {
 }
 
 TEST(Features, MiniLmMatchesPyTorch) {
-  const std::filesystem::path reference_dir = scalebert::testing::fixtures_dir() / "minilm";
-  if (!std::filesystem::exists(reference_dir / "reference.safetensors")) {
-    GTEST_SKIP() << "no " << reference_dir << ": run reference/minilm_reference.py (ctest does)";
-  }
+  const std::filesystem::path reference_dir = scalebert::testing::fixture_path("minilm");
+  SCALEBERT_REQUIRE_PATH(reference_dir / "reference.safetensors");
   std::string model_dir = read_file(reference_dir / "model_dir.txt");
   while (!model_dir.empty() && (model_dir.back() == '\n' || model_dir.back() == '\r')) model_dir.pop_back();
   const std::vector<std::string> texts =
@@ -126,7 +122,8 @@ TEST(Features, CacheErrorsAndLabelAlignment) {
   cache.features = Tensor::zeros({2, 4}, DType::kF32);
   cache.labels = {0, 3};
   cache.label_names = {"a", "b"};
-  const std::filesystem::path path = temp_path("scalebert_test_features_bad.safetensors");
+  const scalebert::testing::TempDir temp;
+  const std::filesystem::path path = temp / "bad.safetensors";
   EXPECT_THROW(save_feature_cache(path, cache), InvalidArgument);  // label 3 outside 2 names
 
   // A safetensors file that is not a feature cache.
@@ -143,7 +140,6 @@ TEST(Features, CacheErrorsAndLabelAlignment) {
                     {"pooling", "mean"}, {"source", "s"}, {"count", "3"}, {"hidden", "4"}, {"max_length", "8"},
                     {"labels", "[]"}});
   EXPECT_THROW(load_feature_cache(path), FormatError);
-  std::filesystem::remove(path);
 
   // An evaluation cache whose file lacked a class is re-expressed in the training ids.
   FeatureCache eval;
@@ -159,17 +155,16 @@ TEST(Features, CacheErrorsAndLabelAlignment) {
 }
 
 TEST(Features, ReadsLabelledTablesAndTextLines) {
-  const std::filesystem::path csv = temp_path("scalebert_test_features.csv");
+  const scalebert::testing::TempDir temp;
+  const std::filesystem::path csv = temp / "features.csv";
   std::ofstream(csv) << "text,label\n\"up, strongly\",2\ndown,0\nflat,2\n";
   const FeatureInput labelled = read_feature_input(csv, {}, true);
   EXPECT_EQ(labelled.texts, (std::vector<std::string>{"up, strongly", "down", "flat"}));
   EXPECT_EQ(labelled.labels, (std::vector<int32_t>{2, 0, 2}));  // integer labels keep their values
   EXPECT_EQ(labelled.label_names.size(), 3u);
-  const std::filesystem::path txt = temp_path("scalebert_test_features.txt");
+  const std::filesystem::path txt = temp / "features.txt";
   std::ofstream(txt) << "first line\n\nsecond line\r\n";
   const FeatureInput lines = read_feature_input(txt, {}, false);
   EXPECT_EQ(lines.texts, (std::vector<std::string>{"first line", "second line"}));
   EXPECT_TRUE(lines.labels.empty());
-  std::filesystem::remove(csv);
-  std::filesystem::remove(txt);
 }

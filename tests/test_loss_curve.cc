@@ -20,7 +20,7 @@ using namespace scalebert;
 
 namespace {
 
-std::filesystem::path fixture(const std::string& name) { return scalebert::testing::fixtures_dir() / name; }
+using scalebert::testing::fixture_path;
 
 // Packs batch b of the reference (padded) with its labels the way the graph takes them: one label
 // per sequence, or one per real token for the masked LM.
@@ -58,17 +58,15 @@ bool loss_free_parameter(const std::string& name) { return name.ends_with("atten
 // every step (its buffers then start zeroed); false keeps one graph for the whole run, as a
 // trainer does, so that state left in the graph's buffers by one batch must not leak into the next.
 void check_curve(const Case& test_case, bool fresh_graph) {
-  const std::filesystem::path reference_path = fixture("loss_curve") / (test_case.model + ".safetensors");
-  if (!std::filesystem::exists(reference_path)) {
-    GTEST_SKIP() << "no " << reference_path << ": run reference/loss_curve_reference.py (ctest does)";
-  }
+  const std::filesystem::path reference_path = fixture_path("loss_curve") / (test_case.model + ".safetensors");
+  SCALEBERT_REQUIRE_PATH(reference_path);
   const SafetensorsFile reference = SafetensorsFile::open(reference_path);
   const nlohmann::json config = nlohmann::json::parse(reference.metadata().at("config"));
   const nlohmann::json& settings = config["optimizers"][test_case.optimizer];
   const int64_t total_steps = config["steps"].get<int64_t>();
   const int batches = config["batches"].get<int>();
 
-  BertModel model = BertModel::load(fixture(test_case.model));
+  BertModel model = BertModel::load(fixture_path(test_case.model));
   // The reference's decay grouping must be ours: same parameters, same weight-decay flags.
   for (const nlohmann::json& parameter : config["parameters"]) {
     const std::string name = parameter["name"].get<std::string>();

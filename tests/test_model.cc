@@ -18,12 +18,7 @@ namespace {
 
 constexpr float kTolerance = 1e-4f;
 
-std::filesystem::path fixture(const std::string& name) { return scalebert::testing::fixtures_dir() / name; }
-
-#define REQUIRE_FIXTURE(path)                                                                         \
-  if (!std::filesystem::exists(path)) {                                                               \
-    GTEST_SKIP() << "fixture " << (path) << " is absent: run reference/make_tiny_bert.py (ctest does)"; \
-  }
+using scalebert::testing::fixture_path;
 
 // Largest difference between a packed (N, W) result and a padded (B, T, W) reference, over the
 // tokens the attention mask keeps.
@@ -58,10 +53,10 @@ Tensor stack_start_end(const Tensor& start, const Tensor& end) {
 
 void check_model_against_reference(const std::string& name, const std::string& reference_file) {
   SCOPED_TRACE(name + "/" + reference_file);
-  auto model = std::make_shared<BertModel>(BertModel::load(fixture(name)));
+  auto model = std::make_shared<BertModel>(BertModel::load(fixture_path(name)));
   EXPECT_TRUE(model->unused_tensors.empty()) << "unused: " << model->unused_tensors.front();
   InferenceSession session(InferenceWeights::build(model));
-  SafetensorsFile reference = SafetensorsFile::open(fixture(name) / reference_file);
+  SafetensorsFile reference = SafetensorsFile::open(fixture_path(name) / reference_file);
   PackedBatch batch = PackedBatch::from_padded(reference.tensor("input_ids"), reference.tensor("attention_mask"),
                                                reference.tensor("token_type_ids"));
   // Run twice: the second run reuses the planned steps and must give the same numbers.
@@ -95,7 +90,7 @@ void check_model_against_reference(const std::string& name, const std::string& r
 class ModelFixture : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ModelFixture, MatchesHuggingFace) {
-  REQUIRE_FIXTURE(fixture(GetParam()) / "reference.safetensors");
+  SCALEBERT_REQUIRE_PATH(fixture_path(GetParam()) / "reference.safetensors");
   check_model_against_reference(GetParam(), "reference.safetensors");
   check_model_against_reference(GetParam(), "reference_full.safetensors");
 }
@@ -111,22 +106,22 @@ INSTANTIATE_TEST_SUITE_P(TinyBert, ModelFixture,
                          });
 
 TEST(Model, DetectsHeadsFromConfig) {
-  REQUIRE_FIXTURE(fixture("tiny-bert-cls"));
-  EXPECT_EQ(BertModel::load(fixture("tiny-bert-cls")).head, TaskHead::kSequenceClassification);
-  EXPECT_EQ(BertModel::load(fixture("tiny-bert-ner")).head, TaskHead::kTokenClassification);
-  EXPECT_EQ(BertModel::load(fixture("tiny-bert-qa")).head, TaskHead::kQuestionAnswering);
-  EXPECT_EQ(BertModel::load(fixture("tiny-bert-mlm")).head, TaskHead::kMaskedLM);
-  BertModel classifier = BertModel::load(fixture("tiny-bert-cls"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls"));
+  EXPECT_EQ(BertModel::load(fixture_path("tiny-bert-cls")).head, TaskHead::kSequenceClassification);
+  EXPECT_EQ(BertModel::load(fixture_path("tiny-bert-ner")).head, TaskHead::kTokenClassification);
+  EXPECT_EQ(BertModel::load(fixture_path("tiny-bert-qa")).head, TaskHead::kQuestionAnswering);
+  EXPECT_EQ(BertModel::load(fixture_path("tiny-bert-mlm")).head, TaskHead::kMaskedLM);
+  BertModel classifier = BertModel::load(fixture_path("tiny-bert-cls"));
   EXPECT_EQ(classifier.labels(), (std::vector<std::string>{"negative", "neutral", "positive"}));
   // Forcing the base encoder on a classifier checkpoint leaves the classifier unused, and says so.
-  BertModel encoder_only = BertModel::load(fixture("tiny-bert-cls"), TaskHead::kNone);
+  BertModel encoder_only = BertModel::load(fixture_path("tiny-bert-cls"), TaskHead::kNone);
   EXPECT_FALSE(encoder_only.unused_tensors.empty());
-  EXPECT_THROW(BertModel::load(fixture("tiny-bert"), TaskHead::kQuestionAnswering), InvalidArgument);
+  EXPECT_THROW(BertModel::load(fixture_path("tiny-bert"), TaskHead::kQuestionAnswering), InvalidArgument);
 }
 
 TEST(Model, ShapeClassesAndBatchCompositionDoNotChangeResults) {
-  REQUIRE_FIXTURE(fixture("tiny-bert"));
-  auto model = std::make_shared<BertModel>(BertModel::load(fixture("tiny-bert")));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert"));
+  auto model = std::make_shared<BertModel>(BertModel::load(fixture_path("tiny-bert")));
   auto weights = InferenceWeights::build(model);
   InferenceSession session(weights);
   // One sequence alone, then inside a larger batch of another shape class: its rows must agree.
@@ -149,8 +144,8 @@ TEST(Model, ShapeClassesAndBatchCompositionDoNotChangeResults) {
 }
 
 TEST(Model, BadInputsAreClearErrors) {
-  REQUIRE_FIXTURE(fixture("tiny-bert"));
-  auto model = std::make_shared<BertModel>(BertModel::load(fixture("tiny-bert")));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert"));
+  auto model = std::make_shared<BertModel>(BertModel::load(fixture_path("tiny-bert")));
   InferenceSession session(InferenceWeights::build(model));
   PackedBatch empty;
   EXPECT_THROW(session.run(empty), InvalidArgument);
@@ -165,5 +160,5 @@ TEST(Model, BadInputsAreClearErrors) {
   PackedBatch bad_id;
   bad_id.add_sequence(std::vector<int32_t>{2, static_cast<int32_t>(model->config.vocab_size), 3});
   EXPECT_THROW(session.run(bad_id), InvalidArgument);
-  EXPECT_THROW(BertModel::load(fixture("does-not-exist")), Error);
+  EXPECT_THROW(BertModel::load(fixture_path("does-not-exist")), Error);
 }

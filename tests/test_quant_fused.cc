@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <omp.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -348,8 +347,8 @@ TEST(QuantFused, EncoderFusedEqualsUnfused) {
 TEST(QuantFused, LoadReleasesTheF32TableAndRunsTheSame) {
   if (!kernels::cpu_has_int8_dot_product()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
   namespace fs = std::filesystem;
-  const fs::path root = fs::temp_directory_path() / ("test_quant_fused." + std::to_string(::getpid()));
-  fs::remove_all(root);
+  const testing::TempDir temp;
+  const fs::path root = temp.path();
   fs::create_directories(root / "f32");
   BertConfig config;
   config.vocab_size = 300;
@@ -398,7 +397,6 @@ TEST(QuantFused, LoadReleasesTheF32TableAndRunsTheSame) {
   PackedBatch bad;
   bad.add_sequence(std::vector<int32_t>{1, 300, 2});
   testing::expect_error<InvalidArgument>([&] { b.run(bad); }, {"input id 300", "300 rows"});
-  fs::remove_all(root);
 }
 
 }  // namespace

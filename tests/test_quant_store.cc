@@ -5,11 +5,8 @@
 // from and saves the result as a version of another store; usage mistakes are UsageErrors.
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include "cli/args.h"
 #include "cli/common.h"
@@ -28,27 +25,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path fixture(const std::string& name) { return testing::fixtures_dir() / name; }
-
-#define REQUIRE_FIXTURE(name)                                                                     \
-  if (!fs::exists(fixture(name) / "config.json")) {                                               \
-    GTEST_SKIP() << "no " << fixture(name) << ": run reference/make_tiny_bert.py (ctest does)";  \
-  }
-
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("scalebert_test_quant_store_" + std::to_string(::getpid()) + "_" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
+using testing::fixture_path;
+using testing::TempDir;
 
 std::vector<fs::path> roots_under(const fs::path& base) { return {base / "r0", base / "r1", base / "r2"}; }
 
@@ -82,16 +60,6 @@ void expect_same_parameters(const BertModel& a, const BertModel& b) {
   }
 }
 
-void flip_last_bytes(const fs::path& path) {
-  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
-  file.seekg(-2, std::ios::end);
-  char byte = 0;
-  file.read(&byte, 1);
-  byte = static_cast<char>(byte ^ 0x40);
-  file.seekp(-2, std::ios::end);
-  file.write(&byte, 1);
-}
-
 int quantize_command(std::vector<std::string> args) {
   std::vector<char*> pointers;
   for (std::string& arg : args) pointers.push_back(arg.data());
@@ -99,12 +67,12 @@ int quantize_command(std::vector<std::string> args) {
 }
 
 TEST(QuantStore, Int8FolderRoundTripsThroughTheStoreBitForBitWithFailover) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   TempDir dir;
   quant::QuantizeOptions options;
   options.dtype = kernels::Precision::kInt8;
   options.keep_f32 = {"classifier"};
-  quant::quantize_model(fixture("tiny-bert-cls"), dir / "int8", options);
+  quant::quantize_model(fixture_path("tiny-bert-cls"), dir / "int8", options);
 
   store::CheckpointStore checkpoint_store(roots_under(dir / "store"));
   const store::SaveResult saved =
@@ -121,7 +89,7 @@ TEST(QuantStore, Int8FolderRoundTripsThroughTheStoreBitForBitWithFailover) {
 
   // One corrupt replica of every shard: the export still matches, and names each bad replica.
   for (const store::ManifestObject& shard : manifest.shards) {
-    flip_last_bytes(checkpoint_store.version_path(shard.replicas[0], 1) / shard.file);
+    testing::flip_bits(checkpoint_store.version_path(shard.replicas[0], 1) / shard.file, -2, 0x40);
   }
   std::vector<std::string> warnings;
   store::MaterializedModel exported = store::materialize_version(
@@ -147,18 +115,19 @@ TEST(QuantStore, Int8FolderRoundTripsThroughTheStoreBitForBitWithFailover) {
   EXPECT_FALSE(fs::exists(temporary)) << "the materialized folder is removed with its owner";
 
   // An f32 folder is not a quantized model.
-  testing::expect_error<InvalidArgument>([&] { quant::save_quantized_model(checkpoint_store, fixture("tiny-bert-cls"), {}); },
-                                         {"is not a quantized model", "scalebert.quantization"});
+  testing::expect_error<InvalidArgument>(
+      [&] { quant::save_quantized_model(checkpoint_store, fixture_path("tiny-bert-cls"), {}); },
+      {"is not a quantized model", "scalebert.quantization"});
 }
 
 TEST(QuantStore, CommandQuantizesAStoredVersionIntoAnotherStore) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   TempDir dir;
   // The f32 source as version 1 of a store, the reference quantized from the folder itself.
   store::CheckpointStore source(roots_under(dir / "f32"));
-  store::save_model_directory(source, fixture("tiny-bert-cls"), {2, 30000});
+  store::save_model_directory(source, fixture_path("tiny-bert-cls"), {2, 30000});
   quant::QuantizeOptions options;
-  quant::quantize_model(fixture("tiny-bert-cls"), dir / "reference", options);
+  quant::quantize_model(fixture_path("tiny-bert-cls"), dir / "reference", options);
 
   const std::string target_roots = comma_list(roots_under(dir / "int8"));
   ::testing::internal::CaptureStdout();
@@ -181,7 +150,7 @@ TEST(QuantStore, CommandQuantizesAStoredVersionIntoAnotherStore) {
   expect_same_tensors(dir / "reference" / "model.safetensors", exported.directory() / "model.safetensors");
 
   // Usage mistakes.
-  const std::string model = fixture("tiny-bert-cls").string();
+  const std::string model = fixture_path("tiny-bert-cls").string();
   testing::expect_error<cli::UsageError>(
       [&] { quantize_command({model, (dir / "x").string(), "--dtype", "int8", "--store-roots", target_roots,
                               "--replicas", "4"}); },

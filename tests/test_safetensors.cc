@@ -2,7 +2,6 @@
 // by Python's safetensors/transformers (fixtures), and every malformed input, each checked for the
 // error type and for a message that names the problem.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -26,18 +25,9 @@ using scalebert::testing::expect_error;
 
 namespace {
 
-// A fresh directory per test, removed afterwards.
+// A fresh directory per test (a testing::TempDir), removed afterwards.
 class TempDir : public ::testing::Test {
  protected:
-  void SetUp() override {
-    static int counter = 0;
-    dir_ = fs::temp_directory_path() /
-           str_cat("scalebert_test_safetensors_", ::getpid(), "_", counter++);
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   // Writes an 8-byte length (the header's size unless `length` overrides it), the header, data.
   fs::path write_raw(const std::string& file_name, const std::string& header,
                      const std::string& data = "", std::optional<uint64_t> length = {}) {
@@ -49,7 +39,8 @@ class TempDir : public ::testing::Test {
     return path;
   }
 
-  fs::path dir_;
+  const scalebert::testing::TempDir temp_;
+  const fs::path dir_ = temp_.path();
 };
 
 Tensor filled(Shape shape, DType dtype, int seed) {
@@ -66,13 +57,7 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
 
 std::string read_bytes(const fs::path& path) { return read_file(path); }
 
-fs::path fixture(const std::string& model) { return scalebert::testing::fixtures_dir() / model; }
-
-#define REQUIRE_FIXTURE(model)                                                                  \
-  if (!fs::exists(fixture(model)))                                                             \
-  GTEST_SKIP() << "fixture " << fixture(model)                                                  \
-               << " absent: run .venv/bin/python reference/make_tiny_bert.py --out "           \
-               << scalebert::testing::fixtures_dir()
+using scalebert::testing::fixture_path;
 
 }  // namespace
 
@@ -302,8 +287,8 @@ TEST_F(TempDir, AcceptsGapsEmptyTensorsAndForeignDtypes) {
 // Files written by Python (safetensors / transformers), from the generated fixtures.
 
 TEST(SafetensorsFixture, ReadsTransformersFileAndMatchesPyTorchEmbeddings) {
-  REQUIRE_FIXTURE("tiny-bert");
-  SafetensorsFile weights = SafetensorsFile::open(fixture("tiny-bert") / "model.safetensors");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert"));
+  SafetensorsFile weights = SafetensorsFile::open(fixture_path("tiny-bert") / "model.safetensors");
   EXPECT_EQ(weights.size(), 39u);
   EXPECT_EQ(weights.metadata().at("format"), "pt");
   const SafetensorsTensorInfo& words = weights.info("embeddings.word_embeddings.weight");
@@ -312,7 +297,7 @@ TEST(SafetensorsFixture, ReadsTransformersFileAndMatchesPyTorchEmbeddings) {
 
   // Recompute the embedding output from the weights read here and compare with PyTorch's
   // hidden_states.0: LayerNorm(word[id] + position[t] + type[type id]) * gamma + beta.
-  SafetensorsFile reference = SafetensorsFile::open(fixture("tiny-bert") / "reference.safetensors");
+  SafetensorsFile reference = SafetensorsFile::open(fixture_path("tiny-bert") / "reference.safetensors");
   EXPECT_EQ(reference.metadata().at("class"), "BertModel");
   Tensor ids = reference.tensor("input_ids");
   Tensor types = reference.tensor("token_type_ids");
@@ -352,8 +337,8 @@ TEST(SafetensorsFixture, ReadsTransformersFileAndMatchesPyTorchEmbeddings) {
 }
 
 TEST_F(TempDir, RewritingTransformersFileIsByteIdentical) {
-  REQUIRE_FIXTURE("tiny-bert");
-  fs::path original = fixture("tiny-bert") / "model.safetensors";
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert"));
+  fs::path original = fixture_path("tiny-bert") / "model.safetensors";
   SafetensorsFile file = SafetensorsFile::open(original);
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const std::string& name : file.names()) tensors.emplace_back(name, file.tensor(name));
@@ -367,8 +352,8 @@ TEST_F(TempDir, RewritingTransformersFileIsByteIdentical) {
 // WeightStore over model directories.
 
 TEST(WeightStoreFixture, SingleFileLoadsF32AndTracksUnusedNames) {
-  REQUIRE_FIXTURE("tiny-bert");
-  WeightStore store = WeightStore::open(fixture("tiny-bert"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert"));
+  WeightStore store = WeightStore::open(fixture_path("tiny-bert"));
   EXPECT_EQ(store.files().size(), 1u);
   EXPECT_EQ(store.names().size(), 39u);
   EXPECT_EQ(store.unused_names().size(), 39u);
@@ -397,8 +382,8 @@ TEST(WeightStoreFixture, SingleFileLoadsF32AndTracksUnusedNames) {
 }
 
 TEST(WeightStoreFixture, HeadModelsResolveTheBertPrefix) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
-  WeightStore store = WeightStore::open(fixture("tiny-bert-cls"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls"));
+  WeightStore store = WeightStore::open(fixture_path("tiny-bert-cls"));
   EXPECT_EQ(store.resolve("embeddings.word_embeddings.weight"),
             "bert.embeddings.word_embeddings.weight");
   EXPECT_EQ(store.resolve("classifier.weight"), "classifier.weight");
@@ -407,9 +392,9 @@ TEST(WeightStoreFixture, HeadModelsResolveTheBertPrefix) {
 }
 
 TEST(WeightStoreFixture, LegacyGammaBetaNamesResolveToTheSameWeights) {
-  REQUIRE_FIXTURE("tiny-bert-legacy");
-  WeightStore modern = WeightStore::open(fixture("tiny-bert"));
-  WeightStore legacy = WeightStore::open(fixture("tiny-bert-legacy"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-legacy"));
+  WeightStore modern = WeightStore::open(fixture_path("tiny-bert"));
+  WeightStore legacy = WeightStore::open(fixture_path("tiny-bert-legacy"));
   EXPECT_EQ(legacy.resolve("embeddings.LayerNorm.weight"), "bert.embeddings.LayerNorm.gamma");
   EXPECT_EQ(legacy.resolve("encoder.layer.1.output.LayerNorm.bias"),
             "bert.encoder.layer.1.output.LayerNorm.beta");
@@ -422,9 +407,9 @@ TEST(WeightStoreFixture, LegacyGammaBetaNamesResolveToTheSameWeights) {
 }
 
 TEST(WeightStoreFixture, ShardedCheckpointMatchesSingleFile) {
-  REQUIRE_FIXTURE("tiny-bert-sharded");
-  WeightStore single = WeightStore::open(fixture("tiny-bert"));
-  WeightStore sharded = WeightStore::open(fixture("tiny-bert-sharded"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-sharded"));
+  WeightStore single = WeightStore::open(fixture_path("tiny-bert"));
+  WeightStore sharded = WeightStore::open(fixture_path("tiny-bert-sharded"));
   EXPECT_GE(sharded.files().size(), 3u);
   ASSERT_EQ(sharded.names(), single.names());
   for (const std::string& name : single.names()) {
@@ -434,11 +419,11 @@ TEST(WeightStoreFixture, ShardedCheckpointMatchesSingleFile) {
 }
 
 TEST(WeightStoreFixture, HalfPrecisionWidensExactly) {
-  REQUIRE_FIXTURE("tiny-bert-bf16");
-  REQUIRE_FIXTURE("tiny-bert-f16");
-  WeightStore full = WeightStore::open(fixture("tiny-bert"));
-  WeightStore bf16 = WeightStore::open(fixture("tiny-bert-bf16"));
-  WeightStore f16 = WeightStore::open(fixture("tiny-bert-f16"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-bf16"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-f16"));
+  WeightStore full = WeightStore::open(fixture_path("tiny-bert"));
+  WeightStore bf16 = WeightStore::open(fixture_path("tiny-bert-bf16"));
+  WeightStore f16 = WeightStore::open(fixture_path("tiny-bert-f16"));
   const std::string name = "encoder.layer.0.intermediate.dense.weight";
   EXPECT_EQ(bf16.info(name).dtype, DType::kBF16);
   EXPECT_EQ(f16.info(name).dtype, DType::kF16);

@@ -28,11 +28,8 @@ std::string error_of(auto&& action) {
 }
 
 TEST(Schedule, EqualsTransformersAtEveryStep) {
-  const std::filesystem::path path = scalebert::testing::fixtures_dir() / "optimizer" / "schedules.json";
-  if (!std::filesystem::exists(path)) {
-    GTEST_SKIP() << "fixture " << path << " is absent: run .venv/bin/python reference/optimizer_reference.py --out "
-                 << scalebert::testing::fixtures_dir() << " (ctest does)";
-  }
+  const std::filesystem::path path = scalebert::testing::fixture_path("optimizer") / "schedules.json";
+  SCALEBERT_REQUIRE_PATH(path);
   std::ifstream input(path);
   const nlohmann::json reference = nlohmann::json::parse(input);
   ASSERT_GE(reference["cases"].size(), 5u);

@@ -19,6 +19,7 @@
 #include "io/safetensors.h"
 #include "pipeline/text_pipeline.h"
 #include "serve/server.h"
+#include "serve_testing.h"
 #include "testing.h"
 
 extern char** environ;
@@ -29,37 +30,18 @@ namespace {
 using Json = nlohmann::json;
 namespace fs = std::filesystem;
 
-fs::path fixture(const std::string& name) { return testing::fixtures_dir() / name; }
+using testing::fixture_path;
+using testing::kTokenInputs;
+using testing::ServedModel;
+using testing::TempDir;
 
-#define REQUIRE_FIXTURES()                                                                              \
-  for (const char* name : {"tiny-bert", "tiny-bert-cls", "tiny-bert-ner", "tiny-bert-qa"}) {            \
-    if (!fs::exists(fixture(name) / "reference.safetensors"))                                           \
-      GTEST_SKIP() << "fixture " << fixture(name) << " is absent: run reference/make_tiny_bert.py (ctest does)"; \
-  }
-
-constexpr const char* kTokenInputs = R"(
-  { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },
-  { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] },
-  { name: "token_type_ids" data_type: TYPE_INT64 dims: [ -1 ] })";
-
-struct ModelSpec {
-  std::string name, fixture, config;
-};
-
-std::vector<ModelSpec> model_specs() {
-  const std::string text = R"({ name: "text" data_type: TYPE_STRING dims: [ 1 ] })";
+std::vector<ServedModel> served_models() {
+  const std::string text = testing::kTextInput;
   return {
       {"cls", "tiny-bert-cls",
-       "backend: \"scalebert\"\nmax_batch_size: 8\ninput [ " + text +
-           R"(, { name: "text_pair" data_type: TYPE_STRING dims: [ 1 ] },)" + kTokenInputs + R"( ]
-output [ { name: "logits" data_type: TYPE_FP32 dims: [ 3 ] },
-         { name: "probabilities" data_type: TYPE_FP32 dims: [ -1 ] },
-         { name: "label" data_type: TYPE_STRING dims: [ 1 ] },
-         { name: "label_id" data_type: TYPE_INT64 dims: [ 1 ] } ]
-dynamic_batching { preferred_batch_size: [ 4 ] max_queue_delay_microseconds: 1000 }
-instance_group [ { count: 2 kind: KIND_CPU } ]
-parameters { key: "task" value: { string_value: "classification" } }
-parameters { key: "threads" value: { string_value: "1" } })"},
+       "backend: \"scalebert\"\n" +
+           testing::classification_config(text + R"(, { name: "text_pair" data_type: TYPE_STRING dims: [ 1 ] },)" +
+                                          kTokenInputs)},
       {"emb", "tiny-bert",
        "max_batch_size: 4\ninput [ " + text + "," + kTokenInputs + R"( ]
 output [ { name: "embeddings" data_type: TYPE_FP32 dims: [ -1 ] },
@@ -95,21 +77,14 @@ parameters { key: "max_sequence_length" value: { string_value: "8" } })"},
   };
 }
 
-// A repository under the temp folder: version folders are symlinks to the fixtures.
-fs::path make_repository() {
-  const fs::path root = fs::temp_directory_path() / ("scalebert_serve_test_" + std::to_string(getpid()));
-  fs::remove_all(root);
-  for (const ModelSpec& spec : model_specs()) {
-    fs::create_directories(root / spec.name);
-    fs::create_directory_symlink(fixture(spec.fixture), root / spec.name / "1");
-    std::ofstream(root / spec.name / "config.pbtxt") << spec.config;
-  }
-  // A model whose only version folder holds no model: reported UNAVAILABLE with the reason.
+// The served models (version folders are symlinks to the fixtures) in `root`, and a model whose
+// only version folder holds no model: reported UNAVAILABLE with the reason.
+void write_repository(const fs::path& root) {
+  testing::write_model_repository(root, served_models());
   fs::create_directories(root / "broken" / "1");
   std::ofstream(root / "broken" / "config.pbtxt")
       << "max_batch_size: 1 input { name: 'text' data_type: TYPE_STRING dims: 1 } "
          "output { name: 'embeddings' data_type: TYPE_FP32 dims: -1 }";
-  return root;
 }
 
 struct Reply {
@@ -189,12 +164,13 @@ const WireTensor& output(const InferResponse& response, const std::string& name)
 class ServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    for (const char* name : {"tiny-bert", "tiny-bert-cls", "tiny-bert-ner", "tiny-bert-qa"}) {
-      if (!fs::exists(fixture(name) / "reference.safetensors")) return;
+    for (const fs::path& file : testing::reference_files(served_models())) {
+      if (!fs::exists(file)) return;
     }
-    repository_ = make_repository();
+    repository_ = new TempDir();
+    write_repository(repository_->path());
     ServerOptions options;
-    options.model_repository = repository_;
+    options.model_repository = repository_->path();
     options.http_port = 0;
     options.metrics_port = 0;
     options.max_body_bytes = 1 << 20;
@@ -206,18 +182,20 @@ class ServerTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete server_;
     server_ = nullptr;
-    if (!repository_.empty()) fs::remove_all(repository_);
+    delete repository_;
+    repository_ = nullptr;
   }
   void SetUp() override {
-    if (server_ == nullptr) GTEST_SKIP() << "tiny fixtures absent: run reference/make_tiny_bert.py (ctest does)";
+    SCALEBERT_REQUIRE_REFERENCES(served_models());
+    ASSERT_NE(server_, nullptr) << "the suite's server did not start";
   }
   static int port() { return server_->http_port(); }
 
   static InferenceServer* server_;
-  static fs::path repository_;
+  static TempDir* repository_;  // the suite's repository, removed after its last test
 };
 InferenceServer* ServerTest::server_ = nullptr;
-fs::path ServerTest::repository_;
+TempDir* ServerTest::repository_ = nullptr;
 
 TEST_F(ServerTest, HealthMetadataConfigAndRepositoryIndex) {
   Client client(port());
@@ -252,7 +230,7 @@ TEST_F(ServerTest, HealthMetadataConfigAndRepositoryIndex) {
   EXPECT_TRUE(broken_reported);
   // A second server cannot take a port in use (no SO_REUSEPORT sharing).
   ServerOptions clash;
-  clash.model_repository = repository_;
+  clash.model_repository = repository_->path();
   clash.http_port = port();
   clash.metrics_port = -1;
   InferenceServer second(clash);
@@ -276,7 +254,7 @@ TEST_F(ServerTest, TokenTensorsMatchTransformersInJsonAndBinary) {
                                    {"emb", "tiny-bert", {"last_hidden_state", "pooler_output"}}};
   for (const Case& test : cases) {
     SCOPED_TRACE(test.model);
-    const auto reference = SafetensorsFile::open(fixture(test.fixture) / "reference.safetensors");
+    const auto reference = SafetensorsFile::open(fixture_path(test.fixture) / "reference.safetensors");
     const Tensor mask = reference.tensor("attention_mask");  // (B, T)
     const int64_t B = mask.shape()[0], T = mask.shape()[1];
     std::vector<InferResponse> responses;
@@ -316,7 +294,7 @@ TEST_F(ServerTest, TextInputsMatchTheTextPipeline) {
   const std::vector<std::string> texts = {"bank shares rose", "net income fell in the quarter, eur 5 million loss",
                                           "stock", "revenue growth and cash; debt is rising"};
   {
-    auto pipeline = pipeline::TextPipeline::load(fixture("tiny-bert-cls"));
+    auto pipeline = pipeline::TextPipeline::load(fixture_path("tiny-bert-cls"));
     const auto expected = pipeline->classify(texts);
     InferRequest request;
     request.inputs.push_back(text_input("text", texts, /*binary=*/true));
@@ -341,7 +319,7 @@ TEST_F(ServerTest, TextInputsMatchTheTextPipeline) {
     }
   }
   {
-    auto pipeline = pipeline::TextPipeline::load(fixture("tiny-bert"));
+    auto pipeline = pipeline::TextPipeline::load(fixture_path("tiny-bert"));
     const Tensor expected = pipeline->embed(texts, pipeline::Pooling::kMean, false);  // (4, C)
     InferRequest request;
     request.inputs.push_back(text_input("text", texts));
@@ -352,7 +330,7 @@ TEST_F(ServerTest, TextInputsMatchTheTextPipeline) {
     for (int64_t i = 0; i < expected.numel(); ++i) EXPECT_NEAR(embeddings.floats[i], expected.data<float>()[i], 1e-5f);
   }
   {
-    auto pipeline = pipeline::TextPipeline::load(fixture("tiny-bert-ner"));
+    auto pipeline = pipeline::TextPipeline::load(fixture_path("tiny-bert-ner"));
     const auto expected = pipeline->token_classify(texts);
     InferRequest request;
     request.inputs.push_back(text_input("text", texts));
@@ -372,7 +350,7 @@ TEST_F(ServerTest, TextInputsMatchTheTextPipeline) {
   {
     pipeline::PipelineOptions options;
     options.max_length = 16;
-    auto pipeline = pipeline::TextPipeline::load(fixture("tiny-bert-qa"), options);
+    auto pipeline = pipeline::TextPipeline::load(fixture_path("tiny-bert-qa"), options);
     // Contexts longer than one 16-token window: the answer comes from the best doc-stride window.
     const std::vector<std::pair<std::string, std::string>> pairs = {
         {"what rose?", "bank shares rose in the quarter while net income fell and debt is rising, eur 5 million"},
@@ -597,10 +575,11 @@ TEST_F(ServerTest, ReloadAndUnloadNeverDropRequestsInFlight) {
 
 // stop() drains: requests queued when it is called still get their answers.
 TEST(ServerLifecycle, StopDrainsQueuedRequests) {
-  REQUIRE_FIXTURES();
-  const fs::path root = make_repository();
+  SCALEBERT_REQUIRE_REFERENCES(served_models());
+  const TempDir root;
+  write_repository(root.path());
   ServerOptions options;
-  options.model_repository = root;
+  options.model_repository = root.path();
   options.http_port = 0;
   options.metrics_port = -1;
   auto server = std::make_unique<InferenceServer>(options);
@@ -614,15 +593,15 @@ TEST(ServerLifecycle, StopDrainsQueuedRequests) {
   const Reply reply = queued.get();
   EXPECT_EQ(reply.status, 200) << reply.body;
   server.reset();
-  fs::remove_all(root);
 }
 
 // The command: SIGTERM drains and exits 0.
 TEST(ServerLifecycle, ServeCommandExitsZeroOnSigterm) {
-  REQUIRE_FIXTURES();
+  SCALEBERT_REQUIRE_REFERENCES(served_models());
   const fs::path binary = fs::path(SCALEBERT_BINARY_DIR) / "scalebert";
   if (!fs::exists(binary)) GTEST_SKIP() << binary << " not built";
-  const fs::path root = make_repository();
+  const TempDir root;
+  write_repository(root.path());
   // A free port: bind to 0, read it, release it (the server binds it a moment later).
   int port_number = 0;
   {
@@ -637,7 +616,7 @@ TEST(ServerLifecycle, ServeCommandExitsZeroOnSigterm) {
     ::close(probe);
   }
   const std::string port_text = std::to_string(port_number);
-  std::vector<std::string> arguments = {binary.string(), "serve", "--model-repository", root.string(),
+  std::vector<std::string> arguments = {binary.string(), "serve", "--model-repository", root.path().string(),
                                         "--http-port", port_text, "--metrics-port", "-1", "--no-grpc", "--no-strict-readiness"};
   std::vector<char*> argv;
   for (std::string& argument : arguments) argv.push_back(argument.data());
@@ -667,7 +646,6 @@ TEST(ServerLifecycle, ServeCommandExitsZeroOnSigterm) {
   }
   EXPECT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
-  fs::remove_all(root);
 }
 
 }  // namespace

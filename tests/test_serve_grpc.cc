@@ -10,16 +10,15 @@
 
 #include <chrono>
 #include <cstring>
-#include <fstream>
 #include <future>
 #include <thread>
-#include <unistd.h>
 
 #include "grpc_service.grpc.pb.h"
 #include "io/safetensors.h"
 #include "pipeline/text_pipeline.h"
 #include "serve/grpc_server.h"
 #include "serve/server.h"
+#include "serve_testing.h"
 #include "testing.h"
 
 namespace scalebert::serve {
@@ -31,36 +30,16 @@ using inference::GRPCInferenceService;
 using inference::ModelInferRequest;
 using inference::ModelInferResponse;
 
-fs::path fixture(const std::string& name) { return testing::fixtures_dir() / name; }
+using testing::fixture_path;
+using testing::kTokenInputs;
+using testing::ServedModel;
+using testing::TempDir;
 
-bool fixtures_present() {
-  for (const char* name : {"tiny-bert-cls", "tiny-bert-qa"}) {
-    if (!fs::exists(fixture(name) / "reference.safetensors")) return false;
-  }
-  return true;
-}
-
-constexpr const char* kTokenInputs = R"(
-  { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },
-  { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] },
-  { name: "token_type_ids" data_type: TYPE_INT64 dims: [ -1 ] })";
-
-// A repository under the temp folder: version folders are symlinks to the fixtures.
-fs::path make_repository() {
-  const fs::path root = fs::temp_directory_path() / ("scalebert_grpc_test_" + std::to_string(getpid()));
-  fs::remove_all(root);
-  const std::string text = R"({ name: "text" data_type: TYPE_STRING dims: [ 1 ] })";
-  const std::vector<std::tuple<std::string, std::string, std::string>> models = {
-      {"cls", "tiny-bert-cls",
-       "max_batch_size: 8\ninput [ " + text + "," + kTokenInputs + R"( ]
-output [ { name: "logits" data_type: TYPE_FP32 dims: [ 3 ] },
-         { name: "probabilities" data_type: TYPE_FP32 dims: [ -1 ] },
-         { name: "label" data_type: TYPE_STRING dims: [ 1 ] },
-         { name: "label_id" data_type: TYPE_INT64 dims: [ 1 ] } ]
-dynamic_batching { preferred_batch_size: [ 4 ] max_queue_delay_microseconds: 1000 }
-instance_group [ { count: 2 kind: KIND_CPU } ]
-parameters { key: "task" value: { string_value: "classification" } }
-parameters { key: "threads" value: { string_value: "1" } })"},
+// The served models; a repository's version folders are symlinks to these fixtures.
+std::vector<ServedModel> served_models() {
+  const std::string text = testing::kTextInput;
+  return {
+      {"cls", "tiny-bert-cls", testing::classification_config(text + "," + kTokenInputs)},
       {"qa", "tiny-bert-qa",
        R"(max_batch_size: 4
 input [ { name: "question" data_type: TYPE_STRING dims: [ 1 ] }, { name: "context" data_type: TYPE_STRING dims: [ 1 ] } ]
@@ -76,12 +55,6 @@ output [ { name: "label" data_type: TYPE_STRING dims: [ 1 ] } ]
 dynamic_batching { max_queue_delay_microseconds: 300000 default_queue_policy { max_queue_size: 1 } }
 parameters { key: "task" value: { string_value: "classification" } })"},
   };
-  for (const auto& [name, source, config] : models) {
-    fs::create_directories(root / name);
-    fs::create_directory_symlink(fixture(source), root / name / "1");
-    std::ofstream(root / name / "config.pbtxt") << config;
-  }
-  return root;
 }
 
 std::unique_ptr<GRPCInferenceService::Stub> connect(int port) {
@@ -159,10 +132,13 @@ int output_index(const ModelInferResponse& response, const std::string& name) {
 class GrpcServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (!fixtures_present()) return;
-    repository_ = make_repository();
+    for (const fs::path& file : testing::reference_files(served_models())) {
+      if (!fs::exists(file)) return;
+    }
+    repository_ = new TempDir();
+    testing::write_model_repository(repository_->path(), served_models());
     ServerOptions options;
-    options.model_repository = repository_;
+    options.model_repository = repository_->path();
     options.http_port = 0;
     options.metrics_port = -1;
     options.grpc_port = 0;
@@ -174,10 +150,12 @@ class GrpcServerTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete server_;
     server_ = nullptr;
-    if (!repository_.empty()) fs::remove_all(repository_);
+    delete repository_;
+    repository_ = nullptr;
   }
   void SetUp() override {
-    if (server_ == nullptr) GTEST_SKIP() << "tiny fixtures absent: run reference/make_tiny_bert.py (ctest does)";
+    SCALEBERT_REQUIRE_REFERENCES(served_models());
+    ASSERT_NE(server_, nullptr) << "the suite's server did not start";
     stub_ = connect(server_->grpc_port());
   }
 
@@ -195,11 +173,11 @@ class GrpcServerTest : public ::testing::Test {
   }
 
   static InferenceServer* server_;
-  static fs::path repository_;
+  static TempDir* repository_;  // the suite's repository, removed after its last test
   std::unique_ptr<GRPCInferenceService::Stub> stub_;
 };
 InferenceServer* GrpcServerTest::server_ = nullptr;
-fs::path GrpcServerTest::repository_;
+TempDir* GrpcServerTest::repository_ = nullptr;
 
 TEST_F(GrpcServerTest, HealthMetadataConfigAndRepositoryIndex) {
   inference::ServerLiveResponse live;
@@ -280,7 +258,7 @@ TEST_F(GrpcServerTest, HealthMetadataConfigAndRepositoryIndex) {
 
   // A second server cannot take the gRPC port in use (no SO_REUSEPORT sharing).
   ServerOptions clash;
-  clash.model_repository = repository_;
+  clash.model_repository = repository_->path();
   clash.http_port = 0;
   clash.metrics_port = -1;
   clash.grpc_port = server_->grpc_port();
@@ -290,7 +268,7 @@ TEST_F(GrpcServerTest, HealthMetadataConfigAndRepositoryIndex) {
 
 // Token tensors in, transformers' logits out, with raw and typed contents alike.
 TEST_F(GrpcServerTest, TokenTensorsMatchTransformersRawAndTyped) {
-  const auto reference = SafetensorsFile::open(fixture("tiny-bert-cls") / "reference.safetensors");
+  const auto reference = SafetensorsFile::open(fixture_path("tiny-bert-cls") / "reference.safetensors");
   const Tensor expected = reference.tensor("logits");  // (B, 3)
   std::vector<std::vector<float>> results;
   for (bool raw : {true, false}) {
@@ -340,7 +318,7 @@ TEST_F(GrpcServerTest, TokenTensorsMatchTransformersRawAndTyped) {
 TEST_F(GrpcServerTest, TextInputsMatchTheTextPipeline) {
   const std::vector<std::string> texts = {"bank shares rose", "net income fell in the quarter, eur 5 million loss",
                                           "stock", "revenue growth and cash; debt is rising"};
-  auto pipeline = pipeline::TextPipeline::load(fixture("tiny-bert-cls"));
+  auto pipeline = pipeline::TextPipeline::load(fixture_path("tiny-bert-cls"));
   const auto expected = pipeline->classify(texts);
   {
     const ModelInferResponse response = infer(text_request("cls", texts));
@@ -378,7 +356,7 @@ TEST_F(GrpcServerTest, TextInputsMatchTheTextPipeline) {
   {
     pipeline::PipelineOptions options;
     options.max_length = 16;
-    auto qa = pipeline::TextPipeline::load(fixture("tiny-bert-qa"), options);
+    auto qa = pipeline::TextPipeline::load(fixture_path("tiny-bert-qa"), options);
     const std::vector<std::pair<std::string, std::string>> pairs = {
         {"what rose?", "bank shares rose in the quarter while net income fell and debt is rising, eur 5 million"},
         {"how much cash?", "cash of usd 9 million"}};
@@ -620,10 +598,11 @@ TEST(GrpcCodec, RawContentsRoundTrip) {
 
 // stop() drains: an RPC queued when it is called still gets its answer; then the port is closed.
 TEST(GrpcServerLifecycle, StopDrainsQueuedRequests) {
-  if (!fixtures_present()) GTEST_SKIP() << "tiny fixtures absent: run reference/make_tiny_bert.py (ctest does)";
-  const fs::path root = make_repository();
+  SCALEBERT_REQUIRE_REFERENCES(served_models());
+  const TempDir root;
+  testing::write_model_repository(root.path(), served_models());
   ServerOptions options;
-  options.model_repository = root;
+  options.model_repository = root.path();
   options.http_port = 0;
   options.metrics_port = -1;
   options.grpc_port = 0;
@@ -644,7 +623,6 @@ TEST(GrpcServerLifecycle, StopDrainsQueuedRequests) {
   const grpc::Status after = connect(port)->ServerLive(context(2).get(), {}, &live);
   EXPECT_EQ(after.error_code(), grpc::StatusCode::UNAVAILABLE) << "the port still answers after stop()";
   server.reset();
-  fs::remove_all(root);
 }
 
 }  // namespace

@@ -6,8 +6,6 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
-#include <unistd.h>
-
 #include <cmath>
 #include <fstream>
 
@@ -27,7 +25,8 @@ using Json = nlohmann::json;
 namespace fs = std::filesystem;
 using kernels::Precision;
 
-fs::path fixture(const std::string& name) { return testing::fixtures_dir() / name; }
+using testing::fixture_path;
+using testing::TempDir;
 
 // Relative L2 bounds of the quantized model against f32 (tests/test_quant.cc, docs/quantization.md):
 // last hidden state 3e-2 for int8 and 1e-2 for bf16, logits twice that.
@@ -45,25 +44,6 @@ const std::vector<std::string>& sample_texts() {
   return texts;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("scalebert_test_serve_quant_" + std::to_string(::getpid()) + "_" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
-
-#define REQUIRE_FIXTURE(name)                                                                    \
-  if (!fs::exists(fixture(name) / "config.json")) {                                              \
-    GTEST_SKIP() << "no " << fixture(name) << ": run reference/make_tiny_bert.py (ctest does)"; \
-  }
 #define REQUIRE_CPU(precision)                                                                     \
   if (kernels::supported_precision(precision) != (precision)) {                                   \
     GTEST_SKIP() << "this CPU lacks the instructions for " << kernels::precision_name(precision); \
@@ -102,7 +82,7 @@ void add_model(const fs::path& repository, const std::string& name, const fs::pa
 fs::path quantize(const std::string& source, Precision dtype, const fs::path& out) {
   quant::QuantizeOptions options;
   options.dtype = dtype;
-  quant::quantize_model(fixture(source), out, options);
+  quant::quantize_model(fixture_path(source), out, options);
   return out;
 }
 
@@ -181,14 +161,14 @@ size_t packed_bytes_without_table(InferenceServer& server, const std::string& na
 // int8 and bf16 classification models beside the f32 one: every served output equals TextPipeline on
 // the same folder, the quantized ones are within the quantization bounds of f32, and labels agree.
 TEST(ServeQuant, Int8AndBf16ClassifiersAnswerAsThePipelineAndCloseToF32) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   REQUIRE_CPU(Precision::kInt8);
   REQUIRE_CPU(Precision::kBF16);
   TempDir dir;
   const fs::path int8_dir = quantize("tiny-bert-cls", Precision::kInt8, dir / "cls-int8");
   const fs::path bf16_dir = quantize("tiny-bert-cls", Precision::kBF16, dir / "cls-bf16");
   const fs::path repository = dir / "repository";
-  add_model(repository, "cls_f32", fixture("tiny-bert-cls"), classification_config());
+  add_model(repository, "cls_f32", fixture_path("tiny-bert-cls"), classification_config());
   add_model(repository, "cls_int8", int8_dir, classification_config());
   add_model(repository, "cls_bf16", bf16_dir, classification_config());
   Served served = start(repository);
@@ -202,7 +182,8 @@ TEST(ServeQuant, Int8AndBf16ClassifiersAnswerAsThePipelineAndCloseToF32) {
     fs::path folder;
     double hidden_bound;
   };
-  for (const Case& test : {Case{"cls_f32", fixture("tiny-bert-cls"), 0.0}, Case{"cls_int8", int8_dir, kInt8HiddenBound},
+  for (const Case& test : {Case{"cls_f32", fixture_path("tiny-bert-cls"), 0.0},
+                           Case{"cls_int8", int8_dir, kInt8HiddenBound},
                            Case{"cls_bf16", bf16_dir, kBf16HiddenBound}}) {
     SCOPED_TRACE(test.model);
     const InferResponse served_response = infer_texts(*served.client, test.model, texts);
@@ -238,7 +219,7 @@ TEST(ServeQuant, Int8AndBf16ClassifiersAnswerAsThePipelineAndCloseToF32) {
 // An int8 sentence-embedding model: the served mean-pooled embeddings equal TextPipeline::embed on
 // the int8 folder and stay close to the f32 embeddings.
 TEST(ServeQuant, Int8EmbeddingsAnswerAsThePipeline) {
-  REQUIRE_FIXTURE("tiny-bert");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert") / "config.json");
   REQUIRE_CPU(Precision::kInt8);
   TempDir dir;
   const fs::path int8_dir = quantize("tiny-bert", Precision::kInt8, dir / "emb-int8");
@@ -249,7 +230,8 @@ TEST(ServeQuant, Int8EmbeddingsAnswerAsThePipeline) {
   const std::vector<std::string>& texts = sample_texts();
   const std::vector<float> got = floats(infer_texts(*served.client, "emb_int8", texts), "embeddings");
   const Tensor want = pipeline::TextPipeline::load(int8_dir)->embed(texts, pipeline::Pooling::kMean, false);
-  const Tensor f32 = pipeline::TextPipeline::load(fixture("tiny-bert"))->embed(texts, pipeline::Pooling::kMean, false);
+  const Tensor f32 =
+      pipeline::TextPipeline::load(fixture_path("tiny-bert"))->embed(texts, pipeline::Pooling::kMean, false);
   ASSERT_EQ(got.size(), static_cast<size_t>(want.numel()));
   const float* want_values = want.data<float>();
   for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want_values[i], kSameModelTolerance) << "element " << i;
@@ -259,14 +241,14 @@ TEST(ServeQuant, Int8EmbeddingsAnswerAsThePipeline) {
   EXPECT_GT(error, 0.0);
   EXPECT_LT(error, kInt8HiddenBound);
   EXPECT_LT(packed_bytes_without_table(*served.server, "emb_int8"),
-            InferenceWeights::load(fixture("tiny-bert"))->owned_bytes());
+            InferenceWeights::load(fixture_path("tiny-bert"))->owned_bytes());
   served.server->stop();
 }
 
 // An int8 version in a checkpoint store (quant::save_quantized_model), one replica of every shard
 // corrupt: served through the config's store_roots with failover, answering as the int8 folder.
 TEST(ServeQuant, Int8FromACheckpointStore) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   REQUIRE_CPU(Precision::kInt8);
   TempDir dir;
   const fs::path int8_dir = quantize("tiny-bert-cls", Precision::kInt8, dir / "cls-int8");

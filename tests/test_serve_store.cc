@@ -7,8 +7,6 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
-#include <unistd.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -33,27 +31,9 @@ using Json = nlohmann::json;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-fs::path fixture(const std::string& name) { return testing::fixtures_dir() / name; }
-
-#define REQUIRE_FIXTURE(name)                                                                    \
-  if (!fs::exists(fixture(name) / "config.json")) {                                              \
-    GTEST_SKIP() << "no " << fixture(name) << ": run reference/make_tiny_bert.py (ctest does)"; \
-  }
-
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("scalebert_test_serve_store_" + std::to_string(::getpid()) + "_" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
+using testing::corrupt_first_replicas;
+using testing::fixture_path;
+using testing::TempDir;
 
 std::vector<fs::path> store_roots(const TempDir& dir) {
   return {dir / "stores/r0", dir / "stores/r1", dir / "stores/r2"};
@@ -81,35 +61,6 @@ parameters { key: "store_poll_interval_ms" value: { string_value: ")" +
 }
 
 // The fixture with its classifier negated: logits exactly negated, so outputs tell versions apart.
-BertModel negated_classifier() {
-  BertModel model = BertModel::load(fixture("tiny-bert-cls"));
-  for (const char* name : {"classifier.weight", "classifier.bias"}) {
-    Tensor tensor = model.parameters.get(name);
-    float* values = tensor.data<float>();
-    for (int64_t i = 0; i < tensor.numel(); ++i) values[i] = -values[i];
-  }
-  return model;
-}
-
-void flip_last_byte(const fs::path& path) {
-  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
-  ASSERT_TRUE(file) << path;
-  file.seekg(-1, std::ios::end);
-  char byte = 0;
-  file.read(&byte, 1);
-  byte = static_cast<char>(byte ^ 0x08);
-  file.seekp(-1, std::ios::end);
-  file.write(&byte, 1);
-}
-
-// One replica of every shard of `version` corrupt: the first in failover order.
-void corrupt_first_replicas(const store::CheckpointStore& checkpoint_store, uint64_t version) {
-  const store::Manifest manifest = checkpoint_store.read_manifest(version);
-  for (const store::ManifestObject& shard : manifest.shards) {
-    flip_last_byte(checkpoint_store.version_path(shard.replicas[0], version) / shard.file);
-  }
-}
-
 // What a writer does last: every root's `latest` pointer moved (atomically) to `version`.
 void publish(const std::vector<fs::path>& roots, uint64_t version) {
   for (const fs::path& root : roots) write_file_atomic(root / "latest", std::to_string(version) + "\n");
@@ -189,12 +140,12 @@ bool mentions_every_shard(const std::vector<std::string>& warnings, const store:
 }
 
 TEST(ServeStore, ServesLatestAndReloadsWhenItMovesWithoutDroppingRequests) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   TempDir dir;
   const std::vector<fs::path> roots = store_roots(dir);
   store::CheckpointStore writer(roots);
   const store::SaveOptions save_options{2, 30000};  // several shards of the 98 KB model
-  ASSERT_EQ(store::save_model_directory(writer, fixture("tiny-bert-cls"), save_options).version, 1u);
+  ASSERT_EQ(store::save_model_directory(writer, fixture_path("tiny-bert-cls"), save_options).version, 1u);
   corrupt_first_replicas(writer, 1);
 
   const fs::path repository = dir / "repository";
@@ -214,7 +165,7 @@ TEST(ServeStore, ServesLatestAndReloadsWhenItMovesWithoutDroppingRequests) {
   // Version 1 answers as the fixture folder does (the text pipeline, itself checked against
   // transformers elsewhere).
   const std::vector<std::string> texts = {"revenue rose in the quarter", "the stock fell", "the bank rate"};
-  const auto expected = pipeline::TextPipeline::load(fixture("tiny-bert-cls"))->classify(texts);
+  const auto expected = pipeline::TextPipeline::load(fixture_path("tiny-bert-cls"))->classify(texts);
   const std::optional<InferResponse> first = client.classify(texts);
   ASSERT_TRUE(first.has_value());
   EXPECT_EQ(first->model_version, "1");
@@ -259,7 +210,8 @@ TEST(ServeStore, ServesLatestAndReloadsWhenItMovesWithoutDroppingRequests) {
   };
   store::CheckpointStore staged(roots, hold_back);
   const store::SaveResult second =
-      store::save_bert_model(staged, negated_classifier(), save_options, store::read_model_side_files(fixture("tiny-bert-cls")));
+      store::save_bert_model(staged, testing::negated_classifier(fixture_path("tiny-bert-cls")), save_options,
+                             store::read_model_side_files(fixture_path("tiny-bert-cls")));
   ASSERT_EQ(second.version, 2u);
   ASSERT_EQ(writer.latest(), 1u);
   std::this_thread::sleep_for(300ms);  // a few polls: nothing moves while `latest` stays at 1
@@ -283,7 +235,7 @@ TEST(ServeStore, ServesLatestAndReloadsWhenItMovesWithoutDroppingRequests) {
 
   // Unloaded, the model is not brought back by a new version; an explicit load serves the latest.
   EXPECT_EQ(client.post("/v2/repository/models/cls/unload", "{}").status, 200);
-  ASSERT_EQ(store::save_model_directory(writer, fixture("tiny-bert-cls"), save_options).version, 3u);
+  ASSERT_EQ(store::save_model_directory(writer, fixture_path("tiny-bert-cls"), save_options).version, 3u);
   std::this_thread::sleep_for(400ms);
   int status = 0;
   EXPECT_FALSE(client.classify(texts, &status).has_value());
@@ -295,11 +247,11 @@ TEST(ServeStore, ServesLatestAndReloadsWhenItMovesWithoutDroppingRequests) {
 }
 
 TEST(ServeStore, VersionPoliciesAndConfigurationMistakes) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   TempDir dir;
   const std::vector<fs::path> roots = store_roots(dir);
   store::CheckpointStore writer(roots);
-  for (int i = 0; i < 3; ++i) store::save_model_directory(writer, fixture("tiny-bert-cls"), {2, 1 << 20});
+  for (int i = 0; i < 3; ++i) store::save_model_directory(writer, fixture_path("tiny-bert-cls"), {2, 1 << 20});
 
   const fs::path repository = dir / "repository";
   // Every version, one pinned version, and no watching (interval 0).

@@ -38,29 +38,14 @@ using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-// A fresh directory per test under the build tree's temp area, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() / str_cat("scalebert_store_", ::getpid(), "_", info->name());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code error;
-    fs::remove_all(path_, error);
-  }
-  const fs::path& path() const { return path_; }
-  std::vector<fs::path> roots(size_t count) const {
-    std::vector<fs::path> list;
-    for (size_t i = 0; i < count; ++i) list.push_back(path_ / str_cat("root", i));
-    return list;
-  }
+using testing::TempDir;
 
- private:
-  fs::path path_;
-};
+// `count` store roots in `temp`: root0, root1, ...
+std::vector<fs::path> roots_in(const TempDir& temp, size_t count) {
+  std::vector<fs::path> list;
+  for (size_t i = 0; i < count; ++i) list.push_back(temp / str_cat("root", i));
+  return list;
+}
 
 // Tensors of mixed dtypes and sizes filled with seeded random bits (any bit pattern, NaNs
 // included: comparisons are bytewise).
@@ -276,7 +261,7 @@ TEST(Manifest, RoundTripsAndDetectsCorruption) {
 
 TEST(Store, SaveLoadRoundTripWithShardsReplicasManifestsAndVersions) {
   TempDir temp;
-  CheckpointStore store(temp.roots(3));
+  CheckpointStore store(roots_in(temp, 3));
   NamedTensors first = make_tensors(1, 12, 3000);
   SaveOptions options{2, 20000};
   SaveResult saved = store.save(first, {{"step", 100}}, options, {{"vocab.txt", "[PAD]\n[UNK]\n"}});
@@ -346,7 +331,7 @@ TEST(Store, ShardsReadByPythonSafetensors) {
   fs::path python = testing::source_dir() / ".venv/bin/python";
   if (!fs::exists(python)) GTEST_SKIP() << "no project venv at " << python << " (scripts/setup.sh makes it)";
   TempDir temp;
-  CheckpointStore store(temp.roots(2));
+  CheckpointStore store(roots_in(temp, 2));
   NamedTensors tensors = make_tensors(3, 4, 200);
   store.save(tensors, {}, {1, 1 << 20});
   Manifest manifest = store.read_manifest(1);
@@ -377,7 +362,7 @@ TEST(StoreFaults, EachKindOfReplicaFaultFailsOverAndIsRepaired) {
     for (VerifyMode mode : {VerifyMode::kEager, VerifyMode::kLazy}) {
       SCOPED_TRACE(str_cat(fault_name(fault), mode == VerifyMode::kLazy ? " (lazy)" : " (eager)"));
       TempDir temp;
-      CheckpointStore store(temp.roots(3));
+      CheckpointStore store(roots_in(temp, 3));
       NamedTensors tensors = make_tensors(11, 6, 400);
       store.save(tensors, {}, {2, 600});
       Manifest manifest = store.read_manifest(1);
@@ -419,7 +404,7 @@ TEST(StoreFaults, PropertyAnySingleFaultPerShardLoadsBitIdenticalAndIsNamed) {
     size_t replication = 2 + random() % (root_count - 1);
     SCOPED_TRACE(str_cat("trial ", trial, " K=", root_count, " R=", replication));
     TempDir temp;
-    CheckpointStore store(temp.roots(root_count));
+    CheckpointStore store(roots_in(temp, root_count));
     NamedTensors tensors = make_tensors(100 + static_cast<uint64_t>(trial), 4 + random() % 8, 600);
     store.save(tensors, {{"trial", trial}}, {replication, 300 + random() % 1200}, {{"config.json", "{}"}});
     Manifest manifest = store.read_manifest(1);
@@ -467,7 +452,7 @@ TEST(StoreFaults, PropertyAnySingleFaultPerShardLoadsBitIdenticalAndIsNamed) {
 
 TEST(StoreFaults, NoGoodReplicaFailsNamingEveryReplica) {
   TempDir temp;
-  CheckpointStore store(temp.roots(3));
+  CheckpointStore store(roots_in(temp, 3));
   NamedTensors tensors = make_tensors(4, 4, 300);
   store.save(tensors, {}, {2, 1 << 20});
   Manifest manifest = store.read_manifest(1);
@@ -493,7 +478,7 @@ TEST(StoreFaults, NoGoodReplicaFailsNamingEveryReplica) {
 
 TEST(StoreFaults, VanishedRootLoadsAndRepairRebuildsIt) {
   TempDir temp;
-  std::vector<fs::path> roots = temp.roots(3);
+  std::vector<fs::path> roots = roots_in(temp, 3);
   CheckpointStore store(roots);
   NamedTensors tensors = make_tensors(5, 8, 500);
   store.save(tensors, {}, {2, 3000}, {{"vocab.txt", "a\nb\n"}});
@@ -516,7 +501,7 @@ TEST(StoreFaults, VanishedRootLoadsAndRepairRebuildsIt) {
 
 TEST(StoreFaults, RootsGivenInAnotherOrderAreRefused) {
   TempDir temp;
-  std::vector<fs::path> roots = temp.roots(2);
+  std::vector<fs::path> roots = roots_in(temp, 2);
   CheckpointStore(roots).save(make_tensors(6, 2, 10), {}, {1, 100});
   EXPECT_THROW(CheckpointStore({roots[1], roots[0]}), InvalidArgument);
   EXPECT_THROW(CheckpointStore({roots[0], roots[0]}), InvalidArgument);
@@ -540,7 +525,7 @@ TEST(StoreWriteFaults, ReadOnlyRootIsSkippedWhenEnoughRootsRemain) {
   options.write_hook = read_only_root(1);
   std::vector<std::string> warnings;
   options.on_warning = [&](const std::string& warning) { warnings.push_back(warning); };
-  CheckpointStore store(temp.roots(3), options);
+  CheckpointStore store(roots_in(temp, 3), options);
   SaveResult saved = store.save(tensors, {}, {2, 1000});
   EXPECT_TRUE(report_names(saved.faults, "version directory", 1));
   EXPECT_FALSE(warnings.empty());
@@ -549,18 +534,18 @@ TEST(StoreWriteFaults, ReadOnlyRootIsSkippedWhenEnoughRootsRemain) {
     EXPECT_EQ(object->replicas.size(), 2u);
     EXPECT_EQ(std::count(object->replicas.begin(), object->replicas.end(), 1u), 0) << object->file;
   }
-  expect_identical(CheckpointStore(temp.roots(3)).load(), tensors);
+  expect_identical(CheckpointStore(roots_in(temp, 3)).load(), tensors);
 }
 
 TEST(StoreWriteFaults, TooFewWritableRootsFailsAndKeepsThePreviousVersion) {
   TempDir temp;
   NamedTensors previous = make_tensors(8, 4, 300);
-  CheckpointStore(temp.roots(2)).save(previous, {}, {2, 1000});
+  CheckpointStore(roots_in(temp, 2)).save(previous, {}, {2, 1000});
   StoreOptions options;
   options.write_hook = read_only_root(0);
-  CheckpointStore failing(temp.roots(2), options);
+  CheckpointStore failing(roots_in(temp, 2), options);
   EXPECT_THROW(failing.save(make_tensors(9, 4, 300), {}, {2, 1000}), IoError);
-  CheckpointStore store(temp.roots(2));
+  CheckpointStore store(roots_in(temp, 2));
   EXPECT_EQ(store.latest(), 1u);
   expect_identical(store.load(), previous);
 }
@@ -568,7 +553,7 @@ TEST(StoreWriteFaults, TooFewWritableRootsFailsAndKeepsThePreviousVersion) {
 TEST(StoreWriteFaults, WriteFailingMidwayLeavesNoTornFileAndPreviousVersionIntact) {
   TempDir temp;
   NamedTensors previous = make_tensors(10, 4, 2000);
-  CheckpointStore(temp.roots(2)).save(previous, {}, {2, 1 << 20});
+  CheckpointStore(roots_in(temp, 2)).save(previous, {}, {2, 1 << 20});
   // The second replica of every shard is a chunked copy: fail it after its first 4 KiB chunk.
   StoreOptions options;
   options.copy_chunk_bytes = 4096;
@@ -579,17 +564,17 @@ TEST(StoreWriteFaults, WriteFailingMidwayLeavesNoTornFileAndPreviousVersionIntac
       throw IoError(str_cat("injected: no space left after ", event.bytes_written, " bytes of ", event.path));
     }
   };
-  CheckpointStore failing(temp.roots(2), options);
+  CheckpointStore failing(roots_in(temp, 2), options);
   NamedTensors next = make_tensors(11, 4, 2000);
   EXPECT_THROW(failing.save(next, {}, {2, 1 << 20}), IoError);
   EXPECT_GE(failures, 1);
 
-  CheckpointStore store(temp.roots(2));
+  CheckpointStore store(roots_in(temp, 2));
   EXPECT_EQ(store.latest(), 1u);
   expect_identical(store.load(), previous);
   // The failed version is an incomplete directory without temporary files (the writer removed
   // its own); gc removes it once a newer version is committed, and numbering never reuses it.
-  for (const fs::path& root : temp.roots(2)) {
+  for (const fs::path& root : roots_in(temp, 2)) {
     for (const auto& entry : fs::recursive_directory_iterator(root)) {
       EXPECT_EQ(entry.path().filename().string().find(".tmp."), std::string::npos) << entry.path();
     }
@@ -613,7 +598,7 @@ TEST(StoreWriteFaults, CopyFailingMidwayOnOneRootMovesToAnotherRoot) {
       throw IoError(str_cat("injected: I/O error after ", event.bytes_written, " bytes of ", event.path));
     }
   };
-  CheckpointStore store(temp.roots(3), options);
+  CheckpointStore store(roots_in(temp, 3), options);
   NamedTensors tensors = make_tensors(14, 6, 4000);
   SaveResult saved = store.save(tensors, {}, {2, 9000});
   ASSERT_FALSE(saved.faults.empty()) << "some copy to root 1 must have been cut short";
@@ -621,16 +606,16 @@ TEST(StoreWriteFaults, CopyFailingMidwayOnOneRootMovesToAnotherRoot) {
   Manifest manifest = store.read_manifest(1);
   for (const ManifestObject* object : std::as_const(manifest).objects()) EXPECT_EQ(object->replicas.size(), 2u);
   // Root 1 is skipped for the rest of that save: its manifest and pointer are what verify misses.
-  for (const ReplicaFault& fault : CheckpointStore(temp.roots(3)).verify().faults) {
+  for (const ReplicaFault& fault : CheckpointStore(roots_in(temp, 3)).verify().faults) {
     EXPECT_EQ(fault.root, 1u) << fault.describe();
     EXPECT_TRUE(fault.object == "manifest.json" || fault.object == "latest") << fault.describe();
   }
-  expect_identical(CheckpointStore(temp.roots(3)).load(), tensors);
+  expect_identical(CheckpointStore(roots_in(temp, 3)).load(), tensors);
 }
 
 TEST(StoreWriteFaults, RealReadOnlyBindMount) {
   TempDir temp;
-  std::vector<fs::path> roots = temp.roots(3);
+  std::vector<fs::path> roots = roots_in(temp, 3);
   for (const fs::path& root : roots) fs::create_directories(root);
   if (::mount(roots[2].c_str(), roots[2].c_str(), nullptr, MS_BIND, nullptr) != 0) {
     GTEST_SKIP() << "cannot bind-mount (" << std::strerror(errno) << "): needs root and mount permission";
@@ -655,7 +640,7 @@ TEST(StoreWriteFaults, RealReadOnlyBindMount) {
 
 TEST(StoreWriteFaults, RealFullTmpfsFailsTheWriteMidway) {
   TempDir temp;
-  std::vector<fs::path> roots = temp.roots(2);
+  std::vector<fs::path> roots = roots_in(temp, 2);
   for (const fs::path& root : roots) fs::create_directories(root);
   if (::mount("tmpfs", roots[0].c_str(), "tmpfs", 0, "size=192k") != 0) {
     GTEST_SKIP() << "cannot mount a tmpfs (" << std::strerror(errno) << "): needs root and mount permission";
@@ -688,7 +673,7 @@ TEST(StoreWriteFaults, RealFullTmpfsFailsTheWriteMidway) {
 
 TEST(StoreCrash, WriterKilledAtRandomMomentsLeavesEveryCommittedVersionIntact) {
   TempDir temp;
-  const std::vector<fs::path> roots = temp.roots(3);
+  const std::vector<fs::path> roots = roots_in(temp, 3);
   auto tensors_for = [](uint64_t seed) { return make_tensors(seed, 10, 6000); };
   const SaveOptions options{2, 16000};
 
@@ -752,7 +737,7 @@ TEST(StoreCrash, WriterKilledAtRandomMomentsLeavesEveryCommittedVersionIntact) {
 
 TEST(StoreVersions, GcKeepsTheNewestAndTheWatcherSeesNewVersions) {
   TempDir temp;
-  CheckpointStore store(temp.roots(2));
+  CheckpointStore store(roots_in(temp, 2));
   StoreWatcher watcher(store, 0);
   EXPECT_FALSE(watcher.poll());
   std::vector<NamedTensors> saved;
@@ -763,7 +748,7 @@ TEST(StoreVersions, GcKeepsTheNewestAndTheWatcherSeesNewVersions) {
     EXPECT_FALSE(watcher.poll());
   }
   // A stale temporary file of a dead writer, and one of a live one (this process).
-  fs::path root = temp.roots(2)[0];
+  fs::path root = roots_in(temp, 2)[0];
   pid_t dead = ::fork();
   if (dead == 0) ::_exit(0);
   ::waitpid(dead, nullptr, 0);
@@ -784,7 +769,7 @@ TEST(StoreVersions, GcKeepsTheNewestAndTheWatcherSeesNewVersions) {
   EXPECT_EQ(store.save(saved[0], {}, {1, 1 << 20}).version, 5u) << "numbers never go back";
 
   // Every `latest` pointer lost: the newest committed version is still found.
-  for (const fs::path& each : temp.roots(2)) fs::remove(each / "latest");
+  for (const fs::path& each : roots_in(temp, 2)) fs::remove(each / "latest");
   EXPECT_EQ(store.latest(), 5u);
 }
 
@@ -792,12 +777,10 @@ TEST(StoreVersions, GcKeepsTheNewestAndTheWatcherSeesNewVersions) {
 // BERT models
 
 TEST(StoreModel, HuggingFaceFolderRoundTripsThroughTheStore) {
-  fs::path source = testing::fixtures_dir() / "tiny-bert-cls";
-  if (!fs::exists(source / "config.json")) {
-    GTEST_SKIP() << "no fixture at " << source << " (reference/make_tiny_bert.py makes it)";
-  }
+  fs::path source = testing::fixture_path("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(source / "config.json");
   TempDir temp;
-  CheckpointStore store(temp.roots(3));
+  CheckpointStore store(roots_in(temp, 3));
   SaveResult saved = save_model_directory(store, source, {2, 20000});
   EXPECT_GT(saved.shards, 1u);
   Checkpoint checkpoint = store.load();

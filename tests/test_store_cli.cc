@@ -4,8 +4,6 @@
 #include "io/store/manifest.h"
 #include "io/store/store.h"
 
-#include <unistd.h>
-
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -32,12 +30,9 @@ std::pair<int, std::string> run(const std::vector<std::string>& args) {
 }
 
 TEST(CkptCommand, SaveListVerifyRepairGcExport) {
-  fs::path model = testing::fixtures_dir() / "tiny-bert";
-  if (!fs::exists(model / "config.json")) {
-    GTEST_SKIP() << "no fixture at " << model << " (reference/make_tiny_bert.py makes it)";
-  }
-  fs::path temp = fs::temp_directory_path() / str_cat("scalebert_ckpt_cli_", ::getpid());
-  fs::remove_all(temp);
+  fs::path model = testing::fixture_path("tiny-bert");
+  SCALEBERT_REQUIRE_PATH(model / "config.json");
+  const testing::TempDir temp;
   std::string roots = str_cat((temp / "a").string(), ",", (temp / "b").string(), ",", (temp / "c").string());
 
   auto [help_code, help] = run({"--help"});
@@ -89,7 +84,6 @@ TEST(CkptCommand, SaveListVerifyRepairGcExport) {
   EXPECT_THROW(run({"save", model.string(), "--roots", roots, "--shard-size", "12XB"}), InvalidArgument);
   EXPECT_THROW(run({"ls", "--roots", roots, "--bogus", "1"}), InvalidArgument);
   EXPECT_THROW(run({"save", model.string(), "--roots", roots, "--replication", "4"}), InvalidArgument);
-  fs::remove_all(temp);
 }
 
 }  // namespace

@@ -4,14 +4,13 @@
 // checks.
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
 #include "io/file_util.h"
+#include "testing.h"
 #include "train/tensorboard.h"
 
 using namespace scalebert;
@@ -19,13 +18,6 @@ using namespace scalebert::train;
 namespace fs = std::filesystem;
 
 namespace {
-
-fs::path temp_dir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("scalebert_test_tensorboard_" + std::to_string(getpid())) / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
 
 // A minimal protobuf wire reader, independent of the generated code.
 struct WireReader {
@@ -82,7 +74,8 @@ TEST(TfRecord, FramingMatchesTensorFlowEventFileHeader) {
 }
 
 TEST(TensorBoardWriter, WritesEventsThatDecodeByHandAndByTheReader) {
-  const fs::path dir = temp_dir("write");
+  const scalebert::testing::TempDir temp;
+  const fs::path dir = temp.path();
   fs::path file;
   {
     TensorBoardWriter writer(dir / "tb");
@@ -151,11 +144,11 @@ TEST(TensorBoardWriter, WritesEventsThatDecodeByHandAndByTheReader) {
   EXPECT_EQ(contents.scalars[1].step, 10);
   EXPECT_EQ(contents.scalars[1].value, 81.5f);
   EXPECT_EQ(contents.session_starts, std::vector<int64_t>{11});
-  fs::remove_all(dir);
 }
 
 TEST(TfRecord, ReaderRejectsCorruptionAndTruncation) {
-  const fs::path dir = temp_dir("corrupt");
+  const scalebert::testing::TempDir temp;
+  const fs::path dir = temp.path();
   const std::string good = frame_tfrecord("hello") + frame_tfrecord("world!");
   write_file_atomic(dir / "good", good);
   EXPECT_EQ(read_tfrecords(dir / "good"), (std::vector<std::string>{"hello", "world!"}));
@@ -184,5 +177,4 @@ TEST(TfRecord, ReaderRejectsCorruptionAndTruncation) {
 
   write_file_atomic(dir / "truncated", good.substr(0, good.size() - 3));
   EXPECT_THROW(read_tfrecords(dir / "truncated"), FormatError);
-  fs::remove_all(dir.parent_path());
 }

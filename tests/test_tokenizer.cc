@@ -4,9 +4,7 @@
 // (The comparison with the `tokenizers` package is test_tokenizer_ground_truth.cc.)
 #include <gtest/gtest.h>
 
-#include <fstream>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "core/error.h"
@@ -28,24 +26,7 @@ const std::vector<std::string> kTokens = {
     "##a", "aa", "x", "y", "z",                                       // 30-34
 };
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::temp_directory_path() /
-            ("scalebert_test_tokenizer_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path write(const std::string& name, const std::string& contents) const {
-    std::ofstream(path_ / name, std::ios::binary) << contents;
-    return path_ / name;
-  }
-
- private:
-  static inline int counter_ = 0;
-  std::filesystem::path path_;
-};
+using testing::TempDir;
 
 std::unique_ptr<BertTokenizer> make_tokenizer(bool lowercase = true, std::optional<bool> strip_accents = {}) {
   BertTokenizerOptions options;

@@ -64,13 +64,9 @@ TruncationStrategy strategy_of(const std::string& name) {
 }
 
 TEST(TokenizerGroundTruth, MatchesTokenizersPackageOnEveryRecord) {
-  const std::filesystem::path folder = testing::fixtures_dir() / "tokenizer";
+  const std::filesystem::path folder = testing::fixture_path("tokenizer");
   const std::filesystem::path records_path = folder / "tokenizer_ground_truth.jsonl";
-  if (!std::filesystem::exists(records_path)) {
-    GTEST_SKIP() << "missing " << records_path
-                 << " (make it with: .venv/bin/python reference/tokenizer_ground_truth.py --out " << folder.string()
-                 << " --shared ../shared)";
-  }
+  SCALEBERT_REQUIRE_PATH(records_path);
   const Vocab vocab = Vocab::load(folder / "vocab.txt");
   std::map<std::pair<bool, bool>, std::unique_ptr<BertTokenizer>> tokenizers;
   auto tokenizer_for = [&](bool lowercase, bool strip_accents) -> const BertTokenizer& {

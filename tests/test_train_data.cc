@@ -6,7 +6,6 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -48,29 +47,10 @@ int32_t id_of(const std::string& token) {
   return -1;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("scalebert_train_data_" + std::to_string(::getpid()) + "_" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  fs::path write(const std::string& name, const std::string& content) const {
-    std::ofstream(path_ / name, std::ios::binary) << content;
-    return path_ / name;
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
 class TrainData : public ::testing::Test {
  protected:
   text::BertTokenizer tokenizer_{text::Vocab::from_tokens(kTokens, "test-vocab")};
-  TempDir dir_;
+  testing::TempDir dir_;
 };
 
 // ---------------------------------------------------------------- labels

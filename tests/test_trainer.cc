@@ -44,54 +44,11 @@ using Json = nlohmann::json;
 
 namespace {
 
-fs::path fixture(const std::string& name) { return scalebert::testing::fixtures_dir() / name; }
-
-#define REQUIRE_FIXTURE(name)                                                                          \
-  if (!fs::exists(fixture(name) / "config.json")) {                                                    \
-    GTEST_SKIP() << "no " << fixture(name) << ": run reference/make_tiny_bert.py (ctest does), or set " \
-                 << "SCALEBERT_FIXTURES";                                                              \
-  }
-
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("scalebert_test_trainer_" + std::to_string(::getpid()) + "_" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  fs::path write(const std::string& name, const std::string& content) const {
-    std::ofstream(path_ / name, std::ios::binary) << content;
-    return path_ / name;
-  }
-  const fs::path& path() const { return path_; }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
-
-// Words of the tiny vocabulary (reference/make_tiny_bert.py), so texts tokenize to whole words.
-const char* const kPositive[] = {"revenue rose", "profit rose", "sales rose in the quarter", "cash rose",
-                                 "growth in sales", "the stock rose"};
-const char* const kNegative[] = {"revenue fell", "profit fell", "loss in the quarter", "the stock fell",
-                                 "debt rose", "sales fell"};
-const char* const kNeutral[] = {"the bank rate", "interest on debt", "shares of the bank", "the market",
-                                "eur and usd", "the year"};
-
-std::string classification_csv(int rows, int offset) {
-  std::string csv = "text,label\n";
-  for (int i = 0; i < rows; ++i) {
-    const int k = (i + offset) % 6;
-    switch (i % 3) {
-      case 0: csv += std::string(kPositive[k]) + ",positive\n"; break;
-      case 1: csv += std::string(kNegative[k]) + ",negative\n"; break;
-      default: csv += std::string(kNeutral[k]) + ",neutral\n"; break;
-    }
-  }
-  return csv;
-}
+using scalebert::testing::error_of;
+using scalebert::testing::fixture_path;
+using scalebert::testing::TempDir;
+using scalebert::testing::tiny_classification_csv;
+using scalebert::testing::tiny_mlm_text;
 
 std::string conll_text(int sentences) {
   const char* const kSentences[] = {
@@ -123,31 +80,8 @@ std::string squad_json(int questions) {
   return Json{{"version", "1.1"}, {"data", Json::array({{{"title", "t"}, {"paragraphs", paragraphs}}})}}.dump();
 }
 
-std::string mlm_text(int lines) {
-  std::string text;
-  for (int i = 0; i < lines; ++i) {
-    text += std::string(kPositive[i % 6]) + " and " + kNegative[(i + 1) % 6] + " in the " + kNeutral[(i + 2) % 6] + "\n";
-    if (i % 4 == 3) text += "\n";
-  }
-  return text;
-}
-
 TrainConfig classification_config(const TempDir& dir, const std::string& out = "out") {
-  TrainConfig config;
-  config.model = fixture("tiny-bert-cls").string();
-  config.train_file = dir.write("train.csv", classification_csv(20, 0)).string();
-  config.eval_file = dir.write("valid.csv", classification_csv(9, 3)).string();
-  config.output_dir = (dir / out).string();
-  config.max_length = 32;
-  config.batch_size = 3;
-  config.gradient_accumulation_steps = 2;
-  config.learning_rate = 2e-3;
-  config.warmup_steps = 2;
-  config.max_steps = 8;
-  config.logging_steps = 1;
-  config.eval_steps = 3;
-  config.seed = 7;
-  return config;
+  return scalebert::testing::tiny_train_config(dir, "classification", out);
 }
 
 std::vector<Json> read_jsonl(const fs::path& path) {
@@ -166,15 +100,6 @@ std::vector<Json> lines_of_type(const std::vector<Json>& lines, const std::strin
     if (line.at("type") == type) out.push_back(line);
   }
   return out;
-}
-
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const std::exception& error) {
-    return error.what();
-  }
-  return "(no error)";
 }
 
 // One compute thread: the tiny model gains nothing from two, and OpenMP's spinning barriers on a
@@ -255,7 +180,7 @@ TEST(TrainConfig, ExampleConfigsParse) {
 // Training per task
 
 TEST(Trainer, ClassificationTrainsEvaluatesAndWritesOutputs) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   TempDir dir;
   TrainConfig config = classification_config(dir);
   config.max_steps = 24;
@@ -347,10 +272,10 @@ TEST(Trainer, ClassificationTrainsEvaluatesAndWritesOutputs) {
 }
 
 TEST(Trainer, NewHeadOnBaseModelWithLabelsFromTheData) {
-  REQUIRE_FIXTURE("tiny-bert");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert") / "config.json");
   TempDir dir;
   TrainConfig config = classification_config(dir);
-  config.model = fixture("tiny-bert").string();
+  config.model = fixture_path("tiny-bert").string();
   config.task = "classification";
   config.max_steps = 3;
   config.eval_steps = 0;
@@ -370,10 +295,10 @@ TEST(Trainer, NewHeadOnBaseModelWithLabelsFromTheData) {
 }
 
 TEST(Trainer, TokenClassificationReportsEntityF1) {
-  REQUIRE_FIXTURE("tiny-bert-ner");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-ner") / "config.json");
   TempDir dir;
   TrainConfig config;
-  config.model = fixture("tiny-bert-ner").string();
+  config.model = fixture_path("tiny-bert-ner").string();
   config.train_file = dir.write("train.conll", conll_text(12)).string();
   config.eval_file = dir.write("dev.conll", conll_text(4)).string();
   config.output_dir = (dir / "out").string();
@@ -393,10 +318,10 @@ TEST(Trainer, TokenClassificationReportsEntityF1) {
 }
 
 TEST(Trainer, QuestionAnsweringReportsExactMatchAndF1) {
-  REQUIRE_FIXTURE("tiny-bert-qa");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-qa") / "config.json");
   TempDir dir;
   TrainConfig config;
-  config.model = fixture("tiny-bert-qa").string();
+  config.model = fixture_path("tiny-bert-qa").string();
   config.train_file = dir.write("train.json", squad_json(9)).string();
   config.eval_file = dir.write("dev.json", squad_json(3)).string();
   config.output_dir = (dir / "out").string();
@@ -419,15 +344,15 @@ TEST(Trainer, QuestionAnsweringReportsExactMatchAndF1) {
 // engine: on the f32 checkpoint it must reproduce the trainer's own final evaluation (the training
 // graph) for every task; on an int8 copy it must run the int8 kernels (a different, nearby loss).
 TEST(Trainer, EvaluateModelMatchesTheTrainersEvaluation) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
-  REQUIRE_FIXTURE("tiny-bert-ner");
-  REQUIRE_FIXTURE("tiny-bert-qa");
-  REQUIRE_FIXTURE("tiny-bert-mlm");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-ner") / "config.json");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-qa") / "config.json");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-mlm") / "config.json");
   TempDir dir;
   std::vector<TrainConfig> configs;
   configs.push_back(classification_config(dir, "cls"));
   TrainConfig ner;
-  ner.model = fixture("tiny-bert-ner").string();
+  ner.model = fixture_path("tiny-bert-ner").string();
   ner.train_file = dir.write("train.conll", conll_text(16)).string();
   ner.eval_file = dir.write("dev.conll", conll_text(6)).string();
   ner.output_dir = (dir / "ner").string();
@@ -437,7 +362,7 @@ TEST(Trainer, EvaluateModelMatchesTheTrainersEvaluation) {
   ner.max_steps = 6;
   configs.push_back(ner);
   TrainConfig qa;
-  qa.model = fixture("tiny-bert-qa").string();
+  qa.model = fixture_path("tiny-bert-qa").string();
   qa.train_file = dir.write("train.json", squad_json(9)).string();
   qa.eval_file = dir.write("dev.json", squad_json(3)).string();
   qa.output_dir = (dir / "qa").string();
@@ -448,9 +373,9 @@ TEST(Trainer, EvaluateModelMatchesTheTrainersEvaluation) {
   qa.max_steps = 10;
   configs.push_back(qa);
   TrainConfig mlm;
-  mlm.model = fixture("tiny-bert-mlm").string();
-  mlm.train_file = dir.write("train.txt", mlm_text(12)).string();
-  mlm.eval_file = dir.write("eval.txt", mlm_text(6)).string();
+  mlm.model = fixture_path("tiny-bert-mlm").string();
+  mlm.train_file = dir.write("train.txt", tiny_mlm_text(12)).string();
+  mlm.eval_file = dir.write("eval.txt", tiny_mlm_text(6)).string();
   mlm.output_dir = (dir / "mlm").string();
   mlm.max_length = 24;
   mlm.batch_size = 4;
@@ -503,13 +428,13 @@ TEST(Trainer, EvaluateModelMatchesTheTrainersEvaluation) {
 }
 
 TEST(Trainer, MaskedLmFromScratchReportsPerplexity) {
-  REQUIRE_FIXTURE("tiny-bert-mlm");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-mlm") / "config.json");
   TempDir dir;
   TrainConfig config;
-  config.model = fixture("tiny-bert-mlm").string();
+  config.model = fixture_path("tiny-bert-mlm").string();
   config.from_scratch = true;
-  config.train_file = dir.write("train.txt", mlm_text(24)).string();
-  config.eval_file = dir.write("eval.txt", mlm_text(6)).string();
+  config.train_file = dir.write("train.txt", tiny_mlm_text(24)).string();
+  config.eval_file = dir.write("eval.txt", tiny_mlm_text(6)).string();
   config.output_dir = (dir / "out").string();
   config.max_length = 24;
   config.batch_size = 0;
@@ -531,7 +456,7 @@ TEST(Trainer, MaskedLmFromScratchReportsPerplexity) {
 }
 
 TEST(Trainer, LearningRateScalingRules) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   TempDir dir;
   for (const auto& [rule, factor] : std::vector<std::pair<std::string, double>>{{"none", 1.0}, {"linear", 3.0},
                                                                                  {"sqrt", std::sqrt(3.0)}}) {
@@ -554,7 +479,7 @@ TEST(Trainer, LearningRateScalingRules) {
 // Checkpoints that other tools open
 
 TEST(Trainer, CheckpointsLoadInTransformersWithTheSameLogits) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   const fs::path python = scalebert::testing::source_dir() / ".venv/bin/python";
   if (!fs::exists(python)) GTEST_SKIP() << "no " << python << ": run scripts/setup.sh";
   TempDir dir;
@@ -563,8 +488,8 @@ TEST(Trainer, CheckpointsLoadInTransformersWithTheSameLogits) {
   classification.eval_file.clear();
   run_quietly(classification);
   TrainConfig mlm;
-  mlm.model = fixture("tiny-bert-mlm").string();
-  mlm.train_file = dir.write("train.txt", mlm_text(8)).string();
+  mlm.model = fixture_path("tiny-bert-mlm").string();
+  mlm.train_file = dir.write("train.txt", tiny_mlm_text(8)).string();
   mlm.output_dir = (dir / "mlm").string();
   mlm.max_length = 24;
   mlm.batch_size = 4;
@@ -572,7 +497,7 @@ TEST(Trainer, CheckpointsLoadInTransformersWithTheSameLogits) {
   mlm.learning_rate = 1e-3;
   run_quietly(mlm);
   TrainConfig ner;
-  ner.model = fixture("tiny-bert").string();  // a new token-classification head on a base model
+  ner.model = fixture_path("tiny-bert").string();  // a new token-classification head on a base model
   ner.task = "ner";
   ner.train_file = dir.write("train.conll", conll_text(4)).string();
   ner.output_dir = (dir / "ner").string();
@@ -642,19 +567,11 @@ json.dump(out, open(sys.argv[1].split("|")[1], "w"))
 class ExactResume : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ExactResume, StoppedAndResumedRunLogsTheSameLossesBitForBit) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
-  REQUIRE_FIXTURE("tiny-bert-mlm");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-mlm") / "config.json");
   TempDir dir;
   auto make_config = [&](const std::string& out) {
-    TrainConfig config = classification_config(dir, out);  // dropout on (the config's 0.1)
-    if (GetParam() == "mlm") {
-      config.model = fixture("tiny-bert-mlm").string();
-      config.train_file = dir.write("train.txt", mlm_text(20)).string();
-      config.eval_file = dir.write("eval.txt", mlm_text(4)).string();
-      config.max_length = 16;
-      config.optimizer = "lamb";
-    }
-    return config;
+    return scalebert::testing::tiny_train_config(dir, GetParam(), out);  // dropout on (the config's 0.1)
   };
   const TrainResult straight = run_quietly(make_config("straight"));
   ASSERT_TRUE(straight.completed);
@@ -709,7 +626,7 @@ TEST(TrainerChild, DISABLED_TrainUntilSignalled) {
   const char* out = std::getenv("SCALEBERT_TRAINER_CHILD_DIR");
   if (out == nullptr) GTEST_SKIP() << "runs only as the child of Trainer.SigintSavesCheckpointAndExits";
   TrainConfig config;
-  config.model = fixture("tiny-bert-cls").string();
+  config.model = fixture_path("tiny-bert-cls").string();
   config.train_file = (fs::path(out) / "train.csv").string();
   config.output_dir = (fs::path(out) / "out").string();
   config.max_length = 32;
@@ -726,9 +643,9 @@ TEST(TrainerChild, DISABLED_TrainUntilSignalled) {
 }
 
 TEST(Trainer, SigintSavesCheckpointAndExits) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   TempDir dir;
-  dir.write("train.csv", classification_csv(12, 0));
+  dir.write("train.csv", tiny_classification_csv(12, 0));
   // Everything the child needs is built before fork(): after it only exec-safe calls are made.
   const std::string self = fs::read_symlink("/proc/self/exe").string();
   std::vector<std::string> arguments = {self, "--gtest_also_run_disabled_tests",
@@ -789,7 +706,7 @@ TEST(Trainer, SigintSavesCheckpointAndExits) {
   EXPECT_EQ(saved.global_step, lines.back().at("step").get<int64_t>());
   EXPECT_GE(saved.global_step, 3);
   TrainConfig resume;
-  resume.model = fixture("tiny-bert-cls").string();
+  resume.model = fixture_path("tiny-bert-cls").string();
   resume.train_file = (dir / "train.csv").string();
   resume.output_dir = (dir / "out").string();
   resume.max_length = 32;
@@ -808,7 +725,7 @@ TEST(Trainer, SigintSavesCheckpointAndExits) {
 // Bad input
 
 TEST(Trainer, DivergenceStopsWithStepAndParameterAndKeepsLastGoodCheckpoint) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   TempDir dir;
   TrainConfig config = classification_config(dir);
   config.eval_file.clear();
@@ -850,8 +767,8 @@ TEST(Trainer, DivergenceStopsWithStepAndParameterAndKeepsLastGoodCheckpoint) {
 }
 
 TEST(Trainer, IncompatibleResumeIsAClearError) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
-  REQUIRE_FIXTURE("tiny-bert-ner");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-ner") / "config.json");
   TempDir dir;
   TrainConfig config = classification_config(dir);
   config.max_steps = 2;
@@ -870,7 +787,7 @@ TEST(Trainer, IncompatibleResumeIsAClearError) {
   EXPECT_NE(error_of([&] { run_quietly(other_labels); }).find("label set"), std::string::npos);
 
   TrainConfig other_task = resume;  // the NER model and data resuming a classification run
-  other_task.model = fixture("tiny-bert-ner").string();
+  other_task.model = fixture_path("tiny-bert-ner").string();
   other_task.train_file = dir.write("train.conll", conll_text(4)).string();
   const std::string task_error = error_of([&] { run_quietly(other_task); });
   EXPECT_NE(task_error.find("cannot resume from " + (dir / "out/checkpoint-last").string() +
@@ -897,8 +814,8 @@ TEST(Trainer, IncompatibleResumeIsAClearError) {
 }
 
 TEST(Trainer, BadDataNamesFileAndLine) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
-  REQUIRE_FIXTURE("tiny-bert-mlm");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-mlm") / "config.json");
   TempDir dir;
   TrainConfig config = classification_config(dir);
 
@@ -917,7 +834,7 @@ TEST(Trainer, BadDataNamesFileAndLine) {
   EXPECT_NE(error_of([&] { run_quietly(malformed); }).find("bad.jsonl:2"), std::string::npos);
 
   TrainConfig blank_text;
-  blank_text.model = fixture("tiny-bert-mlm").string();
+  blank_text.model = fixture_path("tiny-bert-mlm").string();
   blank_text.train_file = dir.write("blank.txt", "\n\n  \n").string();
   blank_text.output_dir = (dir / "mlm").string();
   blank_text.max_length = 16;
@@ -929,7 +846,7 @@ TEST(Trainer, BadDataNamesFileAndLine) {
             std::string::npos);
 
   TrainConfig no_task = config;
-  no_task.model = fixture("tiny-bert").string();
+  no_task.model = fixture_path("tiny-bert").string();
   EXPECT_NE(error_of([&] { run_quietly(no_task); }).find("has no task head"), std::string::npos);
 }
 
@@ -937,7 +854,7 @@ TEST(Trainer, BadDataNamesFileAndLine) {
 // The command line
 
 TEST(TrainCommand, ConfigFileWithFlagOverrides) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   TempDir dir;
   TrainConfig config = classification_config(dir);
   config.threads = 1;

@@ -6,8 +6,6 @@
 // store_keep, and the refusals (fresh run into a store that holds a run, bad store settings).
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -35,87 +33,14 @@ using Json = nlohmann::json;
 
 namespace {
 
-fs::path fixture(const std::string& name) { return scalebert::testing::fixtures_dir() / name; }
+using scalebert::testing::error_of;
+using scalebert::testing::fixture_path;
+using scalebert::testing::TempDir;
 
-#define REQUIRE_FIXTURE(name)                                                                          \
-  if (!fs::exists(fixture(name) / "config.json")) {                                                    \
-    GTEST_SKIP() << "no " << fixture(name) << ": run reference/make_tiny_bert.py (ctest does), or set " \
-                 << "SCALEBERT_FIXTURES";                                                              \
-  }
-
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("scalebert_test_trainer_store_" + std::to_string(::getpid()) + "_" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  fs::path write(const std::string& name, const std::string& content) const {
-    std::ofstream(path_ / name, std::ios::binary) << content;
-    return path_ / name;
-  }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
-
-// The same inline data as test_trainer.cc: words of the tiny vocabulary.
-const char* const kPositive[] = {"revenue rose", "profit rose", "sales rose in the quarter", "cash rose",
-                                 "growth in sales", "the stock rose"};
-const char* const kNegative[] = {"revenue fell", "profit fell", "loss in the quarter", "the stock fell",
-                                 "debt rose", "sales fell"};
-const char* const kNeutral[] = {"the bank rate", "interest on debt", "shares of the bank", "the market",
-                                "eur and usd", "the year"};
-
-std::string classification_csv(int rows, int offset) {
-  std::string csv = "text,label\n";
-  for (int i = 0; i < rows; ++i) {
-    const int k = (i + offset) % 6;
-    switch (i % 3) {
-      case 0: csv += std::string(kPositive[k]) + ",positive\n"; break;
-      case 1: csv += std::string(kNegative[k]) + ",negative\n"; break;
-      default: csv += std::string(kNeutral[k]) + ",neutral\n"; break;
-    }
-  }
-  return csv;
-}
-
-std::string mlm_text(int lines) {
-  std::string text;
-  for (int i = 0; i < lines; ++i) {
-    text += std::string(kPositive[i % 6]) + " and " + kNegative[(i + 1) % 6] + " in the " + kNeutral[(i + 2) % 6] + "\n";
-    if (i % 4 == 3) text += "\n";
-  }
-  return text;
-}
-
-// Dropout on (the config's 0.1), gradient accumulation, warmup, evaluation every 3 steps.
+// Dropout on (the config's 0.1), gradient accumulation, warmup, evaluation every 3 steps; one thread.
 TrainConfig make_config(const TempDir& dir, const std::string& task, const std::string& out) {
-  TrainConfig config;
-  config.model = fixture("tiny-bert-cls").string();
-  config.train_file = dir.write("train.csv", classification_csv(20, 0)).string();
-  config.eval_file = dir.write("valid.csv", classification_csv(9, 3)).string();
-  config.output_dir = (dir / out).string();
-  config.max_length = 32;
-  config.batch_size = 3;
-  config.gradient_accumulation_steps = 2;
-  config.learning_rate = 2e-3;
-  config.warmup_steps = 2;
-  config.max_steps = 8;
-  config.logging_steps = 1;
-  config.eval_steps = 3;
-  config.seed = 7;
+  TrainConfig config = scalebert::testing::tiny_train_config(dir, task, out);
   config.threads = 1;
-  if (task == "mlm") {
-    config.model = fixture("tiny-bert-mlm").string();
-    config.train_file = dir.write("train.txt", mlm_text(20)).string();
-    config.eval_file = dir.write("eval.txt", mlm_text(4)).string();
-    config.max_length = 16;
-    config.optimizer = "lamb";
-  }
   return config;
 }
 
@@ -133,26 +58,6 @@ TrainConfig with_store(TrainConfig config, const TempDir& dir) {
 store::CheckpointStore open_store(const TempDir& dir) {
   const std::vector<std::string> roots = store_roots(dir);
   return store::CheckpointStore(std::vector<fs::path>(roots.begin(), roots.end()));
-}
-
-void flip_byte(const fs::path& path, uint64_t offset) {
-  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
-  ASSERT_TRUE(file) << path;
-  file.seekg(static_cast<std::streamoff>(offset));
-  char byte = 0;
-  file.read(&byte, 1);
-  byte = static_cast<char>(byte ^ 0x10);
-  file.seekp(static_cast<std::streamoff>(offset));
-  file.write(&byte, 1);
-}
-
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const std::exception& error) {
-    return error.what();
-  }
-  return "(no error)";
 }
 
 struct TrainerRun {
@@ -188,8 +93,8 @@ std::string joined(const std::vector<std::string>& lines) {
 class StoreResume : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(StoreResume, StoppedRunResumedFromCorruptStoreLogsTheSameLossesBitForBit) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
-  REQUIRE_FIXTURE("tiny-bert-mlm");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-mlm") / "config.json");
   TempDir dir;
   const TrainerRun straight = run_trainer(make_config(dir, GetParam(), "straight"));
   ASSERT_TRUE(straight.result.completed);
@@ -224,7 +129,8 @@ TEST_P(StoreResume, StoppedRunResumedFromCorruptStoreLogsTheSameLossesBitForBit)
   const store::Manifest manifest = store.read_manifest(version);
   ASSERT_GE(manifest.shards.size(), 4u) << "expected several shards at store_shard_mb 0.03";
   for (const store::ManifestObject& shard : manifest.shards) {
-    flip_byte(store.version_path(shard.replicas[0], version) / shard.file, shard.bytes - 3);
+    scalebert::testing::flip_bits(store.version_path(shard.replicas[0], version) / shard.file,
+                                  static_cast<int64_t>(shard.bytes - 3), 0x10);
   }
   bool removed_state = false;
   for (const store::ManifestObject& file : manifest.files) {
@@ -292,7 +198,7 @@ TEST_P(StoreResume, StoppedRunResumedFromCorruptStoreLogsTheSameLossesBitForBit)
 INSTANTIATE_TEST_SUITE_P(Tasks, StoreResume, ::testing::Values("classification", "mlm"));
 
 TEST(TrainerStore, ResumesFromTheNewestLastVersionAndKeepsOnlyStoreKeep) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   TempDir dir;
   TrainConfig config = with_store(make_config(dir, "classification", "out"), dir);
   config.max_steps = 4;
@@ -339,7 +245,7 @@ TEST(TrainerStore, ResumesFromTheNewestLastVersionAndKeepsOnlyStoreKeep) {
 }
 
 TEST(TrainerStore, RefusesAFreshRunIntoAStoreThatHoldsOneAndBadSettings) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   TempDir dir;
   TrainConfig config = with_store(make_config(dir, "classification", "a"), dir);
   config.max_steps = 2;
@@ -379,7 +285,7 @@ TEST(TrainerStore, RefusesAFreshRunIntoAStoreThatHoldsOneAndBadSettings) {
 }
 
 TEST(TrainerStore, CommandLineFlags) {
-  REQUIRE_FIXTURE("tiny-bert-cls");
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
   TempDir dir;
   const TrainConfig config = make_config(dir, "classification", "cli");
   const std::string roots = store_roots(dir)[0] + "," + store_roots(dir)[1] + "," + store_roots(dir)[2];

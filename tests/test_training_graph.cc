@@ -16,7 +16,7 @@ using namespace scalebert;
 
 namespace {
 
-std::filesystem::path fixture(const std::string& name) { return scalebert::testing::fixtures_dir() / name; }
+using scalebert::testing::fixture_path;
 
 // Packs the reference's padded batch and its labels the way the graph takes them.
 TrainingBatch training_batch(const SafetensorsFile& reference, TaskHead head) {
@@ -56,11 +56,9 @@ TrainingBatch training_batch(const SafetensorsFile& reference, TaskHead head) {
 class TrainingGraphFixture : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(TrainingGraphFixture, LossAndGradientsMatchPyTorch) {
-  const std::filesystem::path reference_path = fixture("train") / (GetParam() + ".safetensors");
-  if (!std::filesystem::exists(reference_path)) {
-    GTEST_SKIP() << "no " << reference_path << ": run reference/train_reference.py (ctest does)";
-  }
-  BertModel model = BertModel::load(fixture(GetParam()));
+  const std::filesystem::path reference_path = fixture_path("train") / (GetParam() + ".safetensors");
+  SCALEBERT_REQUIRE_PATH(reference_path);
+  BertModel model = BertModel::load(fixture_path(GetParam()));
   Tensor gradients = model.parameters.make_arena();
   TrainingGraph graph(model, gradients, DropoutRates::none());
   SafetensorsFile reference = SafetensorsFile::open(reference_path);
@@ -109,8 +107,8 @@ INSTANTIATE_TEST_SUITE_P(Heads, TrainingGraphFixture,
                          });
 
 TEST(TrainingGraph, DropoutIsSeededAndEvaluationIsDeterministic) {
-  if (!std::filesystem::exists(fixture("tiny-bert-cls"))) GTEST_SKIP() << "tiny-bert-cls fixture absent";
-  BertModel model = BertModel::load(fixture("tiny-bert-cls"));
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls"));
+  BertModel model = BertModel::load(fixture_path("tiny-bert-cls"));
   Tensor gradients = model.parameters.make_arena();
   TrainingGraph graph(model, gradients, DropoutRates{0.1f, 0.1f, 0.1f});
   TrainingBatch batch;
@@ -133,9 +131,9 @@ TEST(TrainingGraph, DropoutIsSeededAndEvaluationIsDeterministic) {
 // difference (L(w + h v) - L(w - h v)) / 2h, in f32 (h = 1e-3 on weights of scale ~0.02-1). The same
 // check with dropout off is the control.
 TEST(TrainingGraph, DropoutBackwardIsTheGradientOfTheSeededLoss) {
-  if (!std::filesystem::exists(fixture("tiny-bert-cls"))) GTEST_SKIP() << "tiny-bert-cls fixture absent";
+  SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls"));
   for (const float p : {0.0f, 0.1f, 0.3f}) {
-    BertModel model = BertModel::load(fixture("tiny-bert-cls"));
+    BertModel model = BertModel::load(fixture_path("tiny-bert-cls"));
     Tensor gradients = model.parameters.make_arena();
     TrainingGraph graph(model, gradients, DropoutRates{p, p, p});
     TrainingBatch batch;
@@ -176,8 +174,8 @@ TEST(TrainingGraph, DropoutBackwardIsTheGradientOfTheSeededLoss) {
 // products. Masked LM (token rows) and sequence classification (the last layer on [CLS] rows).
 TEST(TrainingGraph, ReuseAcrossBatchSizesMatchesAFreshGraph) {
   for (const char* name : {"tiny-bert-mlm", "tiny-bert-cls"}) {
-    if (!std::filesystem::exists(fixture(name))) GTEST_SKIP() << name << " fixture absent";
-    BertModel model = BertModel::load(fixture(name));
+    SCALEBERT_REQUIRE_PATH(fixture_path(name));
+    BertModel model = BertModel::load(fixture_path(name));
     const bool classification = model.head == TaskHead::kSequenceClassification;
     auto make_batch = [&](int sequences, int length) {
       TrainingBatch batch;

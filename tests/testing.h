@@ -1,7 +1,11 @@
-// Shared helpers for tests: paths to sources, fixtures and ../shared, and float comparisons.
+// Shared helpers for tests: paths to sources, fixtures and ../shared, skipping when a generated
+// fixture is absent, temporary directories, float comparisons, and the tiny-fixture training data,
+// training configs, models and store corruptions that several tests use.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -9,14 +13,66 @@
 
 #include "core/tensor.h"
 
+namespace scalebert {
+struct BertModel;
+namespace store {
+class CheckpointStore;
+}  // namespace store
+namespace train {
+struct TrainConfig;
+}  // namespace train
+}  // namespace scalebert
+
 namespace scalebert::testing {
 
 // The repository root (compiled in).
 std::filesystem::path source_dir();
-// Where reference/make_fixtures.py writes generated ground truth (under the build tree).
+// Where ctest's fixture setup (reference/*.py) writes generated ground truth: <build>/fixtures, or
+// $SCALEBERT_FIXTURES.
 std::filesystem::path fixtures_dir();
+// fixtures_dir() / name: a generated fixture ("tiny-bert-cls", "minilm", "optimizer", ...).
+std::filesystem::path fixture_path(const std::string& name);
 // ../shared next to the repository; empty path when absent (a user's fresh clone has none).
 std::filesystem::path shared_dir();
+
+// Why `path` is needed and absent: names the path and, for a path under fixtures_dir(), the
+// reference/ script that ctest's fixture setup (the ground_truth.* tests) runs to generate it.
+std::string absent_path_message(const std::filesystem::path& path);
+
+}  // namespace scalebert::testing
+
+// Skips the running test (GTEST_SKIP) unless `required` exists, saying which path is absent and, for a
+// generated fixture, that ctest's fixture setup generates it. More text may be streamed after it.
+// Use it in a test body or in a fixture's SetUp.
+#define SCALEBERT_REQUIRE_PATH(required)                                    \
+  switch (0)                                                                \
+  case 0:                                                                   \
+  default:                                                                  \
+    if (const ::std::filesystem::path scalebert_required_path = (required); \
+        ::std::filesystem::exists(scalebert_required_path)) {               \
+    } else                                                                  \
+      GTEST_SKIP() << ::scalebert::testing::absent_path_message(scalebert_required_path)
+
+namespace scalebert::testing {
+
+// A fresh directory under std::filesystem::temp_directory_path(), named after the running test and
+// made unique by mkdtemp (ctest -j runs tests, and instances of one test binary, side by side),
+// removed with everything in it at scope exit. Not copyable: one owner removes it.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::filesystem::path& name) const { return path_ / name; }
+  // Writes `content` (bytes as given) to path() / name and returns that path.
+  std::filesystem::path write(const std::string& name, const std::string& content) const;
+
+ private:
+  std::filesystem::path path_;
+};
 
 // Largest |a - b| over all elements; both tensors F32 with equal shapes.
 float max_abs_diff(const Tensor& a, const Tensor& b);
@@ -39,5 +95,38 @@ void expect_error(Action&& action, const std::vector<std::string>& fragments) {
   }
   ADD_FAILURE() << "no exception thrown; expected one mentioning \"" << fragments.at(0) << "\"";
 }
+
+// The message of the std::exception `body` throws, or "(no error)".
+std::string error_of(const std::function<void()>& body);
+
+// ---------------------------------------------------------------------------------------------
+// Inline training data in words of the tiny vocabulary (reference/make_tiny_bert.py), so texts
+// tokenize to whole words.
+
+// "text,label" CSV of `rows` rows cycling positive, negative, neutral; `offset` shifts the texts.
+std::string tiny_classification_csv(int rows, int offset);
+// `lines` lines of text for masked-LM training, a blank line (document break) after every fourth.
+std::string tiny_mlm_text(int lines);
+
+// A short training run on the tiny fixtures, its data written into `dir` and its output in dir / out:
+// tiny-bert-cls on tiny_classification_csv (20 training rows, 9 evaluation rows), or for task "mlm"
+// tiny-bert-mlm on tiny_mlm_text with LAMB and 16 tokens. Dropout on (the configs' 0.1), batches of 3,
+// gradient accumulation 2, warmup 2, 8 steps, logging every step, evaluation every 3, seed 7.
+train::TrainConfig tiny_train_config(const TempDir& dir, const std::string& task, const std::string& out);
+
+// ---------------------------------------------------------------------------------------------
+// Models and corruptions for checkpoint-store tests.
+
+// The classification model in `model_dir` with its classifier weight and bias negated: its logits
+// are exactly negated, so two versions of a model are told apart by their outputs.
+BertModel negated_classifier(const std::filesystem::path& model_dir);
+
+// XORs byte `offset` of the file at `path` with `mask` (offset < 0 counts from the end: -1 is the
+// last byte). The size stays; a checksum does not.
+void flip_bits(const std::filesystem::path& path, std::int64_t offset, unsigned char mask);
+
+// The first replica (in failover order) of every shard of `version` corrupt: bit 0x10 of its last
+// byte flipped.
+void corrupt_first_replicas(const store::CheckpointStore& checkpoint_store, std::uint64_t version);
 
 }  // namespace scalebert::testing
