@@ -14,6 +14,14 @@ OUT/train/<model>.safetensors holding:
                                               grad.embeddings.word_embeddings.weight)
 Dropout is off (eval mode) so the numbers are deterministic; autograd still runs.
 
+With dropout on, no two engines draw the same masks, but they must agree in expectation. For the
+sequence-classification and token-classification models, OUT/train/<model>-dropout.safetensors holds
+the same batch and labels as above plus, with every dropout rate at DROPOUT_P (train mode):
+  mean_loss                                   (1) the loss averaged over DROPOUT_DRAWS torch seeds
+  mean_grad.<name>                            the gradient averaged over the same draws
+A dropout site missing, misplaced (say, after a residual sum instead of before) or scaled wrongly
+moves these means by far more than the sampling noise of the average.
+
 Question answering uses rows without padding: transformers computes its start/end softmax over all
 T positions including pads, while ScaleBERT's packed rows hold only real tokens (pads get no
 probability), so the two agree exactly only on unpadded rows.
@@ -30,6 +38,8 @@ from transformers import (BertForMaskedLM, BertForQuestionAnswering, BertForSequ
                           BertForTokenClassification)
 
 CLS_ID, SEP_ID, MASK_ID = 6, 7, 8
+DROPOUT_P = 0.3
+DROPOUT_DRAWS = 400
 
 
 def padded_batch(generator, lengths, vocab_size):
@@ -70,6 +80,31 @@ def run(model_class, folder, out, make_labels, lengths):
     tensors.update(gradients(model))
     save_file(tensors, str(out / f"{folder.name}.safetensors"))
     print(f"train_reference: {folder.name}: loss {outputs.loss.item():.6f}, {len(tensors)} tensors")
+
+
+def run_dropout_expectation(model_class, folder, out, make_labels, lengths):
+    """Mean loss and gradients over DROPOUT_DRAWS dropout masks (see the module docstring)."""
+    model = model_class.from_pretrained(str(folder), attn_implementation="eager", hidden_dropout_prob=DROPOUT_P,
+                                        attention_probs_dropout_prob=DROPOUT_P, classifier_dropout=DROPOUT_P).train()
+    generator = torch.Generator().manual_seed(1234)
+    input_ids, attention_mask, token_type_ids = padded_batch(generator, lengths, model.config.vocab_size)
+    labels = make_labels(generator, input_ids, attention_mask, model.config)
+    sums, loss_sum = None, 0.0
+    for draw in range(DROPOUT_DRAWS):
+        torch.manual_seed(draw)
+        model.zero_grad()
+        outputs = model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **labels)
+        outputs.loss.backward()
+        loss_sum += outputs.loss.item()
+        grads = gradients(model)
+        sums = grads if sums is None else {name: sums[name] + value for name, value in grads.items()}
+    tensors = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
+               "mean_loss": torch.tensor([loss_sum / DROPOUT_DRAWS], dtype=torch.float32)}
+    tensors.update({name: value.contiguous() for name, value in labels.items()})
+    tensors.update({"mean_" + name: (value / DROPOUT_DRAWS).contiguous() for name, value in sums.items()})
+    save_file(tensors, str(out / f"{folder.name}-dropout.safetensors"))
+    print(f"train_reference: {folder.name}: mean loss with dropout {DROPOUT_P}: {loss_sum / DROPOUT_DRAWS:.6f} "
+          f"over {DROPOUT_DRAWS} draws")
 
 
 def sequence_labels(generator, input_ids, attention_mask, config):
@@ -120,6 +155,8 @@ def main():
         if not (folder / "config.json").exists():
             sys.exit(f"train_reference: {folder} is missing: run reference/make_tiny_bert.py first")
         run(model_class, folder, out, make_labels, lengths)
+        if name in ("tiny-bert-cls", "tiny-bert-ner"):
+            run_dropout_expectation(model_class, folder, out, make_labels, lengths)
 
 
 if __name__ == "__main__":

@@ -771,6 +771,13 @@ TEST(StoreVersions, GcKeepsTheNewestAndTheWatcherSeesNewVersions) {
   // Every `latest` pointer lost: the newest committed version is still found.
   for (const fs::path& each : roots_in(temp, 2)) fs::remove(each / "latest");
   EXPECT_EQ(store.latest(), 5u);
+
+  // A protected old version (a trainer's best checkpoint) survives a gc that keeps only the newest.
+  store.save(saved[1], {}, {1, 1 << 20});  // version 6
+  GcReport protected_report = store.gc(1, {3});
+  EXPECT_EQ(protected_report.removed, (std::vector<uint64_t>{4, 5}));
+  EXPECT_EQ(protected_report.kept, (std::vector<uint64_t>{3, 6}));
+  expect_identical(store.load({3, VerifyMode::kEager}), saved[2]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ const std::vector<Field>& fields() {
        &C::store_roots},
       {{"store_replicas", kI, "store replication factor R (0: min(2, number of roots))"}, &C::store_replicas},
       {{"store_shard_mb", kN, "store shard size in MiB of tensor data (fractions allowed)"}, &C::store_shard_mb},
-      {{"store_keep", kI, "after each store save, keep only the newest N versions (0: keep all)"}, &C::store_keep},
+      {{"store_keep", kI, "after each store save, keep only the newest N versions and the best (0: keep all)"}, &C::store_keep},
   };
   return table;
 }

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <numeric>
+#include <set>
 #include <sstream>
 
 #include "core/error.h"
@@ -658,7 +659,10 @@ void Trainer::Impl::save_to_store(std::string_view role, bool with_optimizer) {
                   store_name(), " (", saved.shards, saved.shards == 1 ? " shard" : " shards", ", ",
                   options.replication, " replicas)"));
   if (config.store_keep > 0) {
-    const store::GcReport report = checkpoint_store->gc(static_cast<size_t>(config.store_keep));
+    // The best checkpoint's version stays whatever its age: it is the one a user deploys.
+    std::set<uint64_t> protect;
+    if (best_store_version > 0) protect.insert(best_store_version);
+    const store::GcReport report = checkpoint_store->gc(static_cast<size_t>(config.store_keep), protect);
     if (!report.removed.empty()) {
       message(str_cat("checkpoint store: removed ", report.removed.size(), " old versions (store_keep ",
                       config.store_keep, ")"));

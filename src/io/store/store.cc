@@ -822,7 +822,7 @@ RepairReport CheckpointStore::repair(std::optional<uint64_t> version) {
   return report;
 }
 
-GcReport CheckpointStore::gc(size_t keep) {
+GcReport CheckpointStore::gc(size_t keep, const std::set<uint64_t>& also_keep) {
   check(keep >= 1, "gc must keep at least one version, got keep = 0");
   GcReport report;
   std::vector<VersionInfo> all = versions();
@@ -834,6 +834,9 @@ GcReport CheckpointStore::gc(size_t keep) {
   std::sort(committed.rbegin(), committed.rend());
   std::set<uint64_t> kept(committed.begin(), committed.begin() + static_cast<ptrdiff_t>(std::min(keep, committed.size())));
   if (current) kept.insert(*current);
+  for (uint64_t version : committed) {
+    if (also_keep.count(version)) kept.insert(version);
+  }
   const uint64_t newest = committed.empty() ? 0 : committed.front();
 
   std::vector<uint64_t> doomed;

@@ -29,6 +29,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -202,10 +203,11 @@ class CheckpointStore {
   // root refuses), restores manifests, identity files and `latest` pointers, until every object
   // has R good replicas again.
   RepairReport repair(std::optional<uint64_t> version = std::nullopt);
-  // Keeps the newest `keep` committed versions (and whatever `latest` points to), removes older
-  // ones and incomplete versions older than the newest committed one, and stale temporary files
-  // of dead writers. Throws InvalidArgument for keep = 0.
-  GcReport gc(size_t keep);
+  // Keeps the newest `keep` committed versions (and whatever `latest` points to, and the versions
+  // in `also_keep`: a trainer's best checkpoint, say), removes older ones and incomplete versions
+  // older than the newest committed one, and stale temporary files of dead writers. Throws
+  // InvalidArgument for keep = 0.
+  GcReport gc(size_t keep, const std::set<uint64_t>& also_keep = {});
 
   std::filesystem::path version_path(size_t root, uint64_t version) const;
 
