@@ -17,7 +17,7 @@
 // every token (each [CLS] query attends to all keys and values), then gathers the S [CLS] rows of
 // the context and runs the attention output, LN1, the feed-forward block and LN2 on those S rows only
 // (BERT-base, 128 tokens: 1/16 of the last layer's rows; 6% of the step's FLOPs saved for a 12-layer
-// model, 19% for a 4-layer one). The result is exact, not an approximation: the other rows' outputs
+// model, 18% for a 4-layer one). The result is exact, not an approximation: the other rows' outputs
 // feed nothing. In backward, d context is zero on the other rows, so the attention backward gives dK
 // and dV from the [CLS] queries alone and dQ = 0 elsewhere.
 #include "train/training_graph.h"
