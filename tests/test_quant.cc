@@ -176,6 +176,9 @@ TEST(Quant, PerLayerErrorsAreBoundedAndKeptLayersAreExact) {
   EXPECT_EQ(weights->classifier->precision(), Precision::kF32);
   EXPECT_EQ(weights->layers[1].qkv.precision(), Precision::kF32);
   EXPECT_EQ(weights->layers[0].qkv.precision(), Precision::kInt8);
+  EXPECT_TRUE(weights->bf16_attention);  // dynamic int8: attention products in bf16
+  EXPECT_FALSE(InferenceWeights::build(std::make_shared<const BertModel>(BertModel::load(fixture_path("tiny-bert-cls"))))
+                   ->bf16_attention);  // f32 models keep f32 attention
 
   auto f32_model = std::make_shared<const BertModel>(BertModel::load(fixture_path("tiny-bert-cls")));
   auto tokenizer = text::BertTokenizer::from_model_dir(fixture_path("tiny-bert-cls"));
@@ -216,6 +219,7 @@ TEST(Quant, StaticCalibrationFusesScalesAndStaysClose) {
   auto weights = InferenceWeights::build(model);
   ASSERT_NE(weights->layers[0].qkv.int8(), nullptr);
   EXPECT_TRUE(weights->layers[0].qkv.int8()->is_static());
+  EXPECT_FALSE(weights->bf16_attention);  // static int8 keeps f32 attention (docs/quantization.md)
   auto tokenizer = text::BertTokenizer::from_model_dir(fixture_path("tiny-bert"));
   PackedBatch batch;
   batch.add_sequence(tokenizer->encode("shares fell after the report").ids);

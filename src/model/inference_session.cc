@@ -329,9 +329,9 @@ const InferenceOutputs& InferenceSession::run(const PackedBatch& batch) {
     }
     layer_steps.qkv.run(stream_);
     clock.mark(kQkv);
-    // Low-precision models take the attention products in bf16 too (softmax stays f32): the
-    // f32 attention was the largest non-GEMM phase of the int8 plan (docs/quantization.md).
-    (w.low_precision ? kernels::attention_forward_bf16 : kernels::attention_forward)(
+    // bf16 and dynamic int8 models take the attention products in bf16 too (softmax stays f32):
+    // the f32 attention was the largest non-GEMM phase of the int8 plan (docs/quantization.md).
+    (w.bf16_attention ? kernels::attention_forward_bf16 : kernels::attention_forward)(
         context_, qkv_, offsets_, S, NH, HS, attention_scratch_, attention_scratch_floats_);
     clock.mark(kAttention);
     if (observer_) observe(layer_parameter(static_cast<int64_t>(index), "attention.output.dense"), context_, N, C);

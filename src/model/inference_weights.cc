@@ -137,6 +137,13 @@ std::shared_ptr<const InferenceWeights> InferenceWeights::build(std::shared_ptr<
   for (const auto* linear : {weights->pooler.get(), weights->classifier.get(), weights->mlm_transform.get()}) {
     weights->low_precision = weights->low_precision || is_low(linear);
   }
+  bool static_int8 = false;
+  for (const EncoderLayerWeights& layer : weights->layers) {
+    for (const kernels::PrecisionLinear* linear : {&layer.qkv, &layer.attention_out, &layer.intermediate, &layer.output}) {
+      static_int8 = static_int8 || (linear->precision() == kernels::Precision::kInt8 && linear->int8()->is_static());
+    }
+  }
+  weights->bf16_attention = weights->low_precision && !static_int8;
   weights->model = std::move(model);
   return weights;
 }

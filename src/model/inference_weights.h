@@ -78,6 +78,10 @@ struct InferenceWeights {
   kernels::Epilogue activation = kernels::Epilogue::kGeluErf;
   // Whether any Linear runs in bf16 or int8 (sessions then plan the low-precision scratch rows).
   bool low_precision = false;
+  // Whether the attention products run in bf16 (kernels::attention_forward_bf16): for bf16 and
+  // dynamic int8 models. Statically calibrated int8 keeps them f32: its fixed activation scales
+  // were measured to lose more with them (tweets classifier, docs/quantization.md).
+  bool bf16_attention = false;
 
   // Packs every weight of `model` (kept alive by the result). The precisions come from the
   // quantization recipe in the metadata of model->directory's model.safetensors when it has one
