@@ -99,11 +99,7 @@ INSTANTIATE_TEST_SUITE_P(TinyBert, ModelFixture,
                          ::testing::Values("tiny-bert", "tiny-bert-gelu-new", "tiny-bert-relu", "tiny-bert-cls",
                                            "tiny-bert-ner", "tiny-bert-qa", "tiny-bert-mlm", "tiny-bert-sharded",
                                            "tiny-bert-legacy"),
-                         [](const ::testing::TestParamInfo<std::string>& param) {
-                           std::string name = param.param;
-                           for (char& c : name) c = (c == '-') ? '_' : c;
-                           return name;
-                         });
+                         scalebert::testing::fixture_param_name);
 
 TEST(Model, DetectsHeadsFromConfig) {
   SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls"));

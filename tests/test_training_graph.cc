@@ -101,11 +101,7 @@ TEST_P(TrainingGraphFixture, LossAndGradientsMatchPyTorch) {
 
 INSTANTIATE_TEST_SUITE_P(Heads, TrainingGraphFixture,
                          ::testing::Values("tiny-bert-cls", "tiny-bert-ner", "tiny-bert-qa", "tiny-bert-mlm"),
-                         [](const ::testing::TestParamInfo<std::string>& param) {
-                           std::string name = param.param;
-                           for (char& c : name) c = (c == '-') ? '_' : c;
-                           return name;
-                         });
+                         scalebert::testing::fixture_param_name);
 
 TEST(TrainingGraph, DropoutIsSeededAndEvaluationIsDeterministic) {
   SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls"));
@@ -192,11 +188,7 @@ TEST_P(DropoutExpectation, MeanLossAndGradientMatchPyTorch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Heads, DropoutExpectation, ::testing::Values("tiny-bert-cls", "tiny-bert-ner"),
-                         [](const ::testing::TestParamInfo<std::string>& param) {
-                           std::string name = param.param;
-                           for (char& c : name) c = (c == '-') ? '_' : c;
-                           return name;
-                         });
+                         scalebert::testing::fixture_param_name);
 
 TEST(TrainingGraph, DropoutBackwardIsTheGradientOfTheSeededLoss) {
   SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls"));

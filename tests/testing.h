@@ -74,6 +74,14 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// gtest parameter name for a fixture name: "tiny-bert-cls" -> "tiny_bert_cls" (test names allow
+// only letters, digits and underscores). For INSTANTIATE_TEST_SUITE_P over std::string params.
+inline std::string fixture_param_name(const ::testing::TestParamInfo<std::string>& param) {
+  std::string name = param.param;
+  for (char& c : name) c = (c == '-') ? '_' : c;
+  return name;
+}
+
 // Largest |a - b| over all elements; both tensors F32 with equal shapes.
 float max_abs_diff(const Tensor& a, const Tensor& b);
 
