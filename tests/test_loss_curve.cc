@@ -1,6 +1,6 @@
 // The training loop end to end against PyTorch: reference/loss_curve_reference.py trains the tiny
 // classification and masked-LM models for 20 steps (dropout off, four fixed batches in turn, linear
-// warmup schedule, clipping at global norm 1, AdamW and LAMB); TrainingGraph + clip_grad_norm +
+// warmup schedule, clipping at global norm 1, AdamW and LAMB); TrainingGraph + clip_coefficient +
 // Optimizer + LearningRateSchedule must give every step's loss within 1e-4 relative, the same
 // gradient norms and learning rates, and the same parameters after the last step.
 #include <gtest/gtest.h>
@@ -108,9 +108,10 @@ void check_curve(const Case& test_case, bool fresh_graph) {
     std::unique_ptr<TrainingGraph> step_graph;
     if (fresh_graph) step_graph = std::make_unique<TrainingGraph>(model, gradients, DropoutRates::none());
     const StepLoss loss = (fresh_graph ? *step_graph : graph).forward_backward(data[k % batches], 1.0f, 1000 + k);
-    const train::ClipResult clip = train::clip_grad_norm(model.parameters, gradients, max_grad_norm);
+    // As the trainer does it: clipping's coefficient folded into the optimizer's pass.
+    const train::ClipResult clip = train::clip_coefficient(model.parameters, gradients, max_grad_norm);
     const double learning_rate = schedule.learning_rate(k);
-    optimizer->step(values, gradients, learning_rate);
+    optimizer->step(values, gradients, learning_rate, static_cast<float>(clip.scale));
     graph.parameters_changed();
 
     const double want = expected_loss.data<float>()[k];

@@ -359,9 +359,10 @@ void check_sharded_equals_full(OptimizerKind kind) {
   const int64_t total = table.total_elements();
   for (int k = 0; k < 3; ++k) {
     fill_random(table, grads, 100 + k, 0.2f);
-    full->step(values, grads, 0.01);
-    std::vector<double> sums0 = rank0->begin_step(sharded, grads, 0, split);
-    const std::vector<double> sums1 = rank1->begin_step(sharded, grads, split, total);
+    const float grad_scale = k == 1 ? 0.375f : 1.0f;  // one clipped step
+    full->step(values, grads, 0.01, grad_scale);
+    std::vector<double> sums0 = rank0->begin_step(sharded, grads, 0, split, grad_scale);
+    const std::vector<double> sums1 = rank1->begin_step(sharded, grads, split, total, grad_scale);
     ASSERT_EQ(sums0.size(), sums1.size());
     for (size_t i = 0; i < sums0.size(); ++i) sums0[i] += sums1[i];
     rank0->finish_step(sharded, grads, 0.01, sums0, 0, split);
@@ -382,6 +383,37 @@ void check_sharded_equals_full(OptimizerKind kind) {
 
 TEST(Sharding, AdamWShardsEqualFullStep) { check_sharded_equals_full(OptimizerKind::kAdamW); }
 TEST(Sharding, LambShardsWithSummedNormsEqualFullStep) { check_sharded_equals_full(OptimizerKind::kLamb); }
+
+// The trainer folds clipping into the step: step(..., grad_scale) must equal scaling the arena
+// by the same F32 factor first (clip_grad_norm), bit for bit, or the PyTorch loss curves drift.
+void check_grad_scale_equals_scaled_arena(OptimizerKind kind) {
+  ParameterTable table = small_table(/*with_big=*/true);
+  Tensor folded = table.values();
+  fill_random(table, folded, 41, 0.5f);
+  Tensor separate = clone(folded);
+  Tensor grads = table.make_arena();
+  auto with_scale = make_optimizer(kind, table, OptimizerOptions{});
+  auto with_scaled_arena = make_optimizer(kind, table, OptimizerOptions{});
+  for (int k = 0; k < 3; ++k) {
+    fill_random(table, grads, 300 + k, 2.0f);
+    const ClipResult clip = clip_coefficient(table, grads, 1.0);
+    ASSERT_LT(clip.scale, 1.0);  // the gradients are large enough to be clipped
+    with_scale->step(folded, grads, 0.01, static_cast<float>(clip.scale));
+    Tensor scaled = clone(grads);
+    const ClipResult applied = clip_grad_norm(table, scaled, 1.0);
+    EXPECT_EQ(applied.scale, clip.scale);
+    EXPECT_EQ(applied.total_norm, clip.total_norm);
+    with_scaled_arena->step(separate, scaled, 0.01);
+  }
+  EXPECT_TRUE(bytes_equal(folded, separate));
+}
+
+TEST(GradScale, AdamWStepWithScaleEqualsScalingTheArenaFirst) {
+  check_grad_scale_equals_scaled_arena(OptimizerKind::kAdamW);
+}
+TEST(GradScale, LambStepWithScaleEqualsScalingTheArenaFirst) {
+  check_grad_scale_equals_scaled_arena(OptimizerKind::kLamb);
+}
 
 TEST(Determinism, ResultsDoNotDependOnThreadCount) {
   ParameterTable table = small_table(/*with_big=*/true);
@@ -533,12 +565,18 @@ TEST(OptimizerErrors, BadArgumentsThrowNamingTheValue) {
   EXPECT_EQ(optimizer.step_count(), 0);  // a refused learning rate does not count a step
   EXPECT_NE(message_of([&] { optimizer.step(values, Tensor::zeros({7}, DType::kF32), 1e-3); }).find("gradient arena"),
             std::string::npos);
-  EXPECT_NE(message_of([&] { optimizer.begin_step(values, grads, 0, table.total_elements() + 1); }).find("range"),
+  EXPECT_NE(message_of([&] { optimizer.begin_step(values, grads, 0, table.total_elements() + 1, 1.0f); }).find("range"),
             std::string::npos);
+  for (float bad_scale : {0.0f, -1.0f, NAN, INFINITY}) {
+    EXPECT_NE(message_of([&] { optimizer.step(values, grads, 1e-3, bad_scale); }).find("gradient scale"),
+              std::string::npos)
+        << bad_scale;
+  }
+  EXPECT_EQ(optimizer.step_count(), 0);  // a refused scale does not count a step either
   EXPECT_NE(message_of([&] { optimizer.finish_step(values, grads, 1e-3, {}, 0, 1); }).find("without begin_step"),
             std::string::npos);
-  std::vector<double> sums = optimizer.begin_step(values, grads, 0, table.total_elements());
-  EXPECT_NE(message_of([&] { optimizer.begin_step(values, grads, 0, 1); }).find("twice"), std::string::npos);
+  std::vector<double> sums = optimizer.begin_step(values, grads, 0, table.total_elements(), 1.0f);
+  EXPECT_NE(message_of([&] { optimizer.begin_step(values, grads, 0, 1, 1.0f); }).find("twice"), std::string::npos);
   EXPECT_NE(message_of([&] { optimizer.finish_step(values, grads, 1e-3, {1.0}, 0, table.total_elements()); })
                 .find("6 norm sums"),
             std::string::npos);

@@ -100,6 +100,12 @@ void check_finite(const ParameterTable& table, const Tensor& arena, const std::s
 }
 
 ClipResult clip_grad_norm(const ParameterTable& table, Tensor grads, double max_norm) {
+  const ClipResult clip = clip_coefficient(table, grads, max_norm);
+  if (clip.scale < 1.0) scale_arena(std::move(grads), static_cast<float>(clip.scale));
+  return clip;
+}
+
+ClipResult clip_coefficient(const ParameterTable& table, const Tensor& grads, double max_norm) {
   check(std::isfinite(max_norm) && max_norm > 0.0, "gradient clipping max_norm must be positive and finite, got ",
         max_norm);
   const double total_norm = global_norm(table, grads);
@@ -110,9 +116,7 @@ ClipResult clip_grad_norm(const ParameterTable& table, Tensor grads, double max_
     throw NonFiniteError(str_cat("gradient clipping: global gradient norm is ", total_norm), "");
   }
   const double coefficient = max_norm / (total_norm + 1e-6);
-  if (coefficient >= 1.0) return ClipResult{total_norm, 1.0};
-  scale_arena(grads, static_cast<float>(coefficient));
-  return ClipResult{total_norm, coefficient};
+  return ClipResult{total_norm, std::min(coefficient, 1.0)};
 }
 
 void scale_arena(Tensor arena, float factor) {

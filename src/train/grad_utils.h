@@ -86,6 +86,11 @@ struct ClipResult {
 // it. Throws InvalidArgument when max_norm is not positive and finite.
 ClipResult clip_grad_norm(const ParameterTable& table, Tensor grads, double max_norm);
 
+// clip_grad_norm without the scaling: the norm and the coefficient (same checks, same errors),
+// for callers that fold the coefficient into their next pass over the arena (Optimizer::step's
+// grad_scale) instead of a separate read-and-write pass.
+ClipResult clip_coefficient(const ParameterTable& table, const Tensor& grads, double max_norm);
+
 // Multiplies every element of the arena by `factor` (one flat loop; padding stays zero).
 void scale_arena(Tensor arena, float factor);
 

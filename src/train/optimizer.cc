@@ -69,10 +69,10 @@ Optimizer::Optimizer(const ParameterTable& table, const OptimizerOptions& option
   exp_avg_sq_ = table.make_arena();
 }
 
-void Optimizer::step(Tensor params, const Tensor& grads, double learning_rate) {
+void Optimizer::step(Tensor params, const Tensor& grads, double learning_rate, float grad_scale) {
   check_learning_rate(learning_rate);  // before begin_step counts the step and moves the moments
   const int64_t end = table_.total_elements();
-  const std::vector<double> norm_sums = begin_step(params, grads, 0, end);
+  const std::vector<double> norm_sums = begin_step(params, grads, 0, end, grad_scale);
   finish_step(std::move(params), grads, learning_rate, norm_sums, 0, end);
 }
 
@@ -81,6 +81,14 @@ void Optimizer::check_step_arguments(const Tensor& params, const Tensor& grads, 
   grads.expect({table_.total_elements()}, DType::kF32, "optimizer gradient arena");
   check(0 <= begin && begin <= end && end <= table_.total_elements(), "optimizer range [", begin, ", ", end,
         ") is not inside the parameter arena [0, ", table_.total_elements(), ")");
+}
+
+void Optimizer::open_step(float grad_scale) {
+  check(std::isfinite(grad_scale) && grad_scale > 0.0f, "optimizer gradient scale must be finite and > 0, got ",
+        grad_scale);
+  ++step_;
+  step_open_ = true;
+  grad_scale_ = grad_scale;
 }
 
 OptimizerState Optimizer::get_state() const {
@@ -141,11 +149,11 @@ void Optimizer::set_state(const OptimizerState& state) {
 
 AdamW::AdamW(const ParameterTable& table, const OptimizerOptions& options) : Optimizer(table, options) {}
 
-std::vector<double> AdamW::begin_step(const Tensor& params, const Tensor& grads, int64_t begin, int64_t end) {
+std::vector<double> AdamW::begin_step(const Tensor& params, const Tensor& grads, int64_t begin, int64_t end,
+                                      float grad_scale) {
   check_step_arguments(params, grads, begin, end);
   check(!step_open_, "AdamW begin_step called twice without finish_step (step ", step_, ")");
-  ++step_;
-  step_open_ = true;
+  open_step(grad_scale);
   return {};
 }
 
@@ -162,6 +170,7 @@ void AdamW::finish_step(Tensor params, const Tensor& grads, double learning_rate
   const StepConstants c{static_cast<float>(options_.beta1), static_cast<float>(1.0 - options_.beta1),
                         static_cast<float>(options_.beta2), static_cast<float>(1.0 - options_.beta2),
                         1.0f, 1.0f, static_cast<float>(options_.eps)};
+  const float grad_scale = grad_scale_;
   const float step_size = static_cast<float>(learning_rate / bias_correction1);
   const float bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
   const float decayed = static_cast<float>(1.0 - learning_rate * options_.weight_decay);
@@ -172,7 +181,8 @@ void AdamW::finish_step(Tensor params, const Tensor& grads, double learning_rate
   float* v = mutable_floats(exp_avg_sq_);        // (total_elements)
   const std::vector<ArenaPiece> pieces = arena_pieces(table_, begin, end);
   const std::vector<ParameterEntry>& entries = table_.entries();
-  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&, w, g, m, v](int64_t first, int64_t last) {
+  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&, w, g, m, v, grad_scale](int64_t first,
+                                                                                             int64_t last) {
     const StepConstants k = c;  // a local copy: read through the captured reference, GCC's simd loop gathers
     for (int64_t p = first; p < last; ++p) {
       const ArenaPiece& piece = pieces[p];
@@ -187,7 +197,7 @@ void AdamW::finish_step(Tensor params, const Tensor& grads, double learning_rate
 #pragma omp simd
       for (int64_t i = 0; i < n; ++i) {
         wp[i] *= decay;
-        update_moments(mp[i], vp[i], gp[i], k);
+        update_moments(mp[i], vp[i], gp[i] * grad_scale, k);
         const float denominator = std::sqrt(vp[i]) / bias_correction2_sqrt + k.eps;
         wp[i] += -step_size * (mp[i] / denominator);
       }
@@ -216,11 +226,11 @@ StepConstants lamb_constants(const OptimizerOptions& options, int64_t step) {
 
 }  // namespace
 
-std::vector<double> Lamb::begin_step(const Tensor& params, const Tensor& grads, int64_t begin, int64_t end) {
+std::vector<double> Lamb::begin_step(const Tensor& params, const Tensor& grads, int64_t begin, int64_t end,
+                                     float grad_scale) {
   check_step_arguments(params, grads, begin, end);
   check(!step_open_, "LAMB begin_step called twice without finish_step (step ", step_, ")");
-  ++step_;
-  step_open_ = true;
+  open_step(grad_scale);
   const StepConstants c = lamb_constants(options_, step_);
   const float weight_decay = static_cast<float>(options_.weight_decay);
 
@@ -231,7 +241,9 @@ std::vector<double> Lamb::begin_step(const Tensor& params, const Tensor& grads, 
   const std::vector<ArenaPiece> pieces = arena_pieces(table_, begin, end);
   const std::vector<ParameterEntry>& entries = table_.entries();
   std::vector<double> piece_sums(2 * pieces.size(), 0.0);  // (pieces, 2) {sum w^2, sum u^2}
-  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&, w, g, m, v](int64_t first, int64_t last) {
+  const float scale = grad_scale;
+  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&, w, g, m, v, scale](int64_t first,
+                                                                                       int64_t last) {
     const StepConstants k = c;  // a local copy: read through the captured reference, GCC's simd loop gathers
     for (int64_t p = first; p < last; ++p) {
       const ArenaPiece& piece = pieces[p];
@@ -246,7 +258,7 @@ std::vector<double> Lamb::begin_step(const Tensor& params, const Tensor& grads, 
       alignas(64) float update[kArenaPieceElements];  // (piece)
 #pragma omp simd
       for (int64_t i = 0; i < n; ++i) {
-        update_moments(mp[i], vp[i], gp[i], k);
+        update_moments(mp[i], vp[i], gp[i] * scale, k);
         update[i] = lamb_direction(mp[i], vp[i], wp[i], decay, k);
       }
       piece_sums[2 * p] = squared_sum(wp, n);

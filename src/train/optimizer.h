@@ -89,13 +89,18 @@ class Optimizer {
 
   // One full step over the whole arena: begin_step, then finish_step with its own partial norms.
   // `params` is the value arena (a view: written through), `grads` the gradient arena, both
-  // (total_elements) F32 with the table's layout.
-  void step(Tensor params, const Tensor& grads, double learning_rate);
+  // (total_elements) F32 with the table's layout. The step reads every gradient as
+  // grads[i] * grad_scale (an F32 product, exactly what scaling the arena first would give): the
+  // trainer folds clipping's coefficient (clip_coefficient in grad_utils.h) into the optimizer's
+  // pass instead of a separate read-and-write pass over the whole gradient arena.
+  void step(Tensor params, const Tensor& grads, double learning_rate, float grad_scale = 1.0f);
 
-  // Phase 1 over [begin, end): counts the step and, for LAMB, updates the moments there and
-  // returns 2 * entries() partial sums {sum w^2, sum u^2} per entry (entry i at 2i, 2i+1). AdamW
-  // returns an empty vector. Every rank calls it once per step.
-  virtual std::vector<double> begin_step(const Tensor& params, const Tensor& grads, int64_t begin, int64_t end) = 0;
+  // Phase 1 over [begin, end): counts the step, records grad_scale for the step (see step()) and,
+  // for LAMB, updates the moments there and returns 2 * entries() partial sums {sum w^2, sum u^2}
+  // per entry (entry i at 2i, 2i+1). AdamW returns an empty vector. Every rank calls it once per
+  // step. Throws InvalidArgument unless grad_scale is finite and > 0.
+  virtual std::vector<double> begin_step(const Tensor& params, const Tensor& grads, int64_t begin, int64_t end,
+                                         float grad_scale) = 0;
   // Phase 2 over the same range, with the partial sums summed over all ranks.
   virtual void finish_step(Tensor params, const Tensor& grads, double learning_rate,
                            const std::vector<double>& norm_sums, int64_t begin, int64_t end) = 0;
@@ -121,6 +126,8 @@ class Optimizer {
   Optimizer(const ParameterTable& table, const OptimizerOptions& options);
   // Validates a step's arenas and range.
   void check_step_arguments(const Tensor& params, const Tensor& grads, int64_t begin, int64_t end) const;
+  // Validates and records begin_step's grad_scale.
+  void open_step(float grad_scale);
 
   const ParameterTable& table_;
   OptimizerOptions options_;
@@ -128,6 +135,7 @@ class Optimizer {
   Tensor exp_avg_sq_;  // (total_elements) second moment v
   int64_t step_ = 0;
   bool step_open_ = false;  // begin_step ran and finish_step has not
+  float grad_scale_ = 1.0f;  // of the open step (begin_step's argument)
 };
 
 class AdamW final : public Optimizer {
@@ -135,7 +143,8 @@ class AdamW final : public Optimizer {
   // The table must outlive the optimizer. Throws InvalidArgument for betas outside [0, 1), a
   // negative or non-finite eps or weight decay.
   AdamW(const ParameterTable& table, const OptimizerOptions& options);
-  std::vector<double> begin_step(const Tensor& params, const Tensor& grads, int64_t begin, int64_t end) override;
+  std::vector<double> begin_step(const Tensor& params, const Tensor& grads, int64_t begin, int64_t end,
+                                 float grad_scale) override;
   void finish_step(Tensor params, const Tensor& grads, double learning_rate, const std::vector<double>& norm_sums,
                    int64_t begin, int64_t end) override;
   OptimizerKind kind() const override { return OptimizerKind::kAdamW; }
@@ -144,7 +153,8 @@ class AdamW final : public Optimizer {
 class Lamb final : public Optimizer {
  public:
   Lamb(const ParameterTable& table, const OptimizerOptions& options);
-  std::vector<double> begin_step(const Tensor& params, const Tensor& grads, int64_t begin, int64_t end) override;
+  std::vector<double> begin_step(const Tensor& params, const Tensor& grads, int64_t begin, int64_t end,
+                                 float grad_scale) override;
   void finish_step(Tensor params, const Tensor& grads, double learning_rate, const std::vector<double>& norm_sums,
                    int64_t begin, int64_t end) override;
   OptimizerKind kind() const override { return OptimizerKind::kLamb; }

@@ -1155,15 +1155,22 @@ TrainResult Trainer::Impl::run() {
     state.micro_batches += micro;
 
     double grad_norm = 0.0;
+    float grad_scale = 1.0f;
     try {
-      grad_norm = config.max_grad_norm > 0 ? clip_grad_norm(model->parameters, gradients, config.max_grad_norm).total_norm
-                                           : global_norm(model->parameters, gradients);
+      if (config.max_grad_norm > 0) {
+        // Clipping's coefficient is applied inside the optimizer's pass (one pass less per step).
+        const ClipResult clip = clip_coefficient(model->parameters, gradients, config.max_grad_norm);
+        grad_norm = clip.total_norm;
+        grad_scale = static_cast<float>(clip.scale);
+      } else {
+        grad_norm = global_norm(model->parameters, gradients);
+      }
       if (!std::isfinite(grad_norm)) throw NonFiniteError("non-finite gradient norm", "");
     } catch (const NonFiniteError&) {
       diverged(str_cat("the gradients are not finite (loss ", step_loss, ")"), step + 1);
     }
     const double learning_rate = schedule->learning_rate(step);
-    optimizer->step(model->parameters.values(), gradients, learning_rate);
+    optimizer->step(model->parameters.values(), gradients, learning_rate, grad_scale);
     graph->parameters_changed();
     state.global_step = step + 1;
     state.tokens_seen += step_tokens;
