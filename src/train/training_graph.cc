@@ -10,7 +10,9 @@
 //   x_in[l+1] = LN2(r2)                                                  saved, mean/rstd saved
 // Embeddings: x_in[0] = dropout_h(LN0(word[id] + pos[p] + type[t])).
 // Backward walks the same lines in reverse; each step below quotes the forward line it differentiates.
-// act(ff_pre) is recomputed in backward instead of stored (I floats per token per layer saved).
+// act(ff_pre) is stored too (I more floats per token per layer: 150 MB for BERT-base at 8 x 128)
+// rather than recomputed in backward: the output product reads it in both passes, and recomputing
+// it cost one GELU pass per layer per step (~0.6% of a BERT-base step, measured).
 //
 // Sequence classification reads only the [CLS] row of the last layer's output, and everything in a
 // layer after the attention is row-wise: so the last layer computes Q, K, V and the attention for
@@ -94,6 +96,7 @@ struct TrainingGraph::Layer {
   float* rstd1 = nullptr;    // (M)
   float* h1 = nullptr;       // (M, C)
   float* ff_pre = nullptr;   // (M, I)
+  float* ff_act = nullptr;   // (M, I) act(ff_pre): the output product's input, kept for its weight gradient
   float* r2 = nullptr;       // (M, C)
   float* mean2 = nullptr;    // (M)
   float* rstd2 = nullptr;    // (M)
@@ -110,7 +113,7 @@ struct TrainingGraph::Buffers {
   float* final_hidden = nullptr;   // (M, C) output of the last layer
   float* temp_c = nullptr;         // (M, C) forward: projection before dropout (pad rows hold bias values)
   float* d_temp = nullptr;         // (M, C) backward: d of that projection (pad rows stay zero)
-  float* temp_i = nullptr;         // (M, I) act(ff_pre), computed in forward, recomputed in backward
+  float* temp_i = nullptr;         // (S, I) act(ff_pre) of the [CLS]-row last layer, recomputed in backward
   float* d_x = nullptr;            // (M, C) running gradient of the layer input/output
   float* d_ff = nullptr;           // (M, I)
   float* d_qkv = nullptr;          // (M, 3C)
@@ -274,13 +277,13 @@ void TrainingGraph::reserve(int64_t tokens, int64_t sequences, int64_t max_lengt
   for (auto& layer : layers_) {
     plan.insert(plan.end(), {{&layer->x_in, M * C}, {&layer->qkv_rows, M * 3 * C}, {&layer->context, M * C},
                              {&layer->r1, M * C}, {&layer->mean1, M}, {&layer->rstd1, M}, {&layer->h1, M * C},
-                             {&layer->ff_pre, M * I}, {&layer->r2, M * C}, {&layer->mean2, M}, {&layer->rstd2, M},
-                             {&layer->probs, NH * M * L}});
+                             {&layer->ff_pre, M * I}, {&layer->ff_act, M * I}, {&layer->r2, M * C},
+                             {&layer->mean2, M}, {&layer->rstd2, M}, {&layer->probs, NH * M * L}});
   }
   Buffers& b = *buffers_;
   plan.insert(plan.end(),
               {{&b.embedding_sum, M * C}, {&b.mean0, M}, {&b.rstd0, M}, {&b.final_hidden, M * C},
-               {&b.temp_c, M * C}, {&b.d_temp, M * C}, {&b.temp_i, M * I}, {&b.d_x, M * C}, {&b.d_ff, M * I}, {&b.d_qkv, M * 3 * C},
+               {&b.temp_c, M * C}, {&b.d_temp, M * C}, {&b.temp_i, S * I}, {&b.d_x, M * C}, {&b.d_ff, M * I}, {&b.d_qkv, M * 3 * C},
                {&b.d_context, M * C}, {&b.token_input, M * C}, {&b.token_logits, M * labels},
                {&b.d_token_logits, M * labels}, {&b.cls_rows, S * C}, {&b.pooled, S * C},
                {&b.pooled_dropped, S * C}, {&b.sequence_logits, S * labels}, {&b.d_sequence_logits, S * labels},
@@ -345,7 +348,7 @@ TrainingGraph::TokenSteps& TrainingGraph::token_steps(int64_t rows) {
         LinearStep(*layer.qkv, layer.x_in, C, layer.qkv_rows, 3 * C, rows, Epilogue::kNone, false),
         LinearStep(*layer.attention_out, layer.context, C, b.temp_c, C, rows, Epilogue::kNone, false),
         LinearStep(*layer.intermediate, layer.h1, C, layer.ff_pre, I, rows, Epilogue::kNone, false),
-        LinearStep(*layer.output, b.temp_i, I, b.temp_c, C, rows, Epilogue::kNone, false),
+        LinearStep(*layer.output, layer.ff_act, I, b.temp_c, C, rows, Epilogue::kNone, false),
         // d of qkv = x Wqkv^T + b: dx ADDED onto the residual gradient already in d_x.
         LinearBackwardStep(layer.x_in, C, layer.qkv_weight.data<float>(), b.d_qkv, 3 * C, b.d_x, C,
                            layer.d_qkv_weight, layer.d_qkv_bias, rows, C, 3 * C, true),
@@ -356,7 +359,7 @@ TrainingGraph::TokenSteps& TrainingGraph::token_steps(int64_t rows) {
         LinearBackwardStep(layer.h1, C, layer.intermediate_weight.data<float>(), b.d_ff, I, b.d_x, C,
                            layer.d_intermediate_weight, layer.d_intermediate_bias, rows, C, I, true),
         // d of temp = act(ff_pre) W2^T + b2: dx is d_ff (overwritten).
-        LinearBackwardStep(b.temp_i, I, layer.output_weight.data<float>(), b.d_temp, C, b.d_ff, I,
+        LinearBackwardStep(layer.ff_act, I, layer.output_weight.data<float>(), b.d_temp, C, b.d_ff, I,
                            layer.d_output_weight, layer.d_output_bias, rows, I, C, false),
     });
     const auto& added = steps->layers.back();
@@ -684,7 +687,7 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     kernels::layernorm_forward(layer.h1, layer.r1, layer.norm1_gamma.data<float>(), layer.norm1_beta.data<float>(), N,
                                C, eps, layer.mean1, layer.rstd1);
     layer_steps.intermediate.run(stream_);  // ff_pre = h1 W1^T + b1
-    kernels::activation_forward(activation, b.temp_i, layer.ff_pre, N * I);
+    kernels::activation_forward(activation, layer.ff_act, layer.ff_pre, N * I);
     layer_steps.output.run(stream_);  // temp = act(ff_pre) W2^T + b2
     layer.output_offset = offset;
     kernels::dropout_forward(layer.r2, b.temp_c, N * C, p_hidden, seed, offset);  // r2 = h1 + dropout(temp)
@@ -803,8 +806,7 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
                                 layer.norm2_gamma.data<float>(), layer.mean2, layer.rstd2, N, C);
     // r2 = h1 + dropout(temp): d_x keeps d r2 as the residual part of d h1; d_temp gets d temp.
     kernels::dropout_backward(b.d_temp, b.d_x, N * C, p_hidden, seed, layer.output_offset);
-    // temp = act(ff_pre) W2^T + b2, with act(ff_pre) recomputed
-    kernels::activation_forward(activation, b.temp_i, layer.ff_pre, N * I);
+    // temp = act(ff_pre) W2^T + b2
     layer_steps.d_output.run(stream_);
     // act(ff_pre)
     kernels::activation_backward(activation, b.d_ff, layer.ff_pre, b.d_ff, N * I);
