@@ -8,7 +8,10 @@ repository as serve_conformance.py (MiniLM and the tiny fixtures, serve_conforma
 starts the server with gRPC on a free loopback port, and checks with tritonclient.grpc: health,
 server and model metadata, config, repository index/unload/load, statistics, inference (BYTES text
 and INT64 token tensors, raw contents as tritonclient sends them) against transformers, concurrent
-async requests, error status codes, and that SIGTERM drains and exits 0. Every wait is bounded.
+async requests, error status codes, streaming (start_stream / async_stream_infer / stop_stream:
+every answer under its request id, an error answer that leaves the stream open, the stream's
+requests batched together), and that SIGTERM drains and exits 0 with a stream still open. Every
+wait is bounded.
 
 usage: .venv/bin/python tests/serve_conformance_grpc.py --binary build/scalebert --fixtures build/fixtures [--protoc protoc]
 """
@@ -86,10 +89,18 @@ def compare_descriptors(protoc):
                 count += 1
                 other = theirs.methods_by_name.get(method.name)
                 if (other is None or method.input_type != "." + other.input_type.full_name
-                        or method.output_type != "." + other.output_type.full_name):
+                        or method.output_type != "." + other.output_type.full_name
+                        or method.client_streaming != other.client_streaming
+                        or method.server_streaming != other.server_streaming):
                     problems.append(f"rpc {service.name}.{method.name}")
     check(not problems and count > 150, f"src/serve/proto matches tritonclient's descriptors ({count} elements): "
           f"{problems or 'identical'}")
+
+
+def text_input(text):
+    tensor = grpcclient.InferInput("text", [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=object))
+    return tensor
 
 
 def expect_error(action, code, fragment, what):
@@ -214,6 +225,50 @@ def main():
         check(not client.is_model_ready("qa"), "unload")
         client.load_model("qa")
         check(client.is_model_ready("qa"), "load")
+
+        # Streaming: every request answered once under its id, an error in the middle answered with
+        # its message while the stream goes on, and the stream's requests batched together.
+        answers = queue.Queue()
+        client.start_stream(callback=lambda result, error: answers.put((result, error)), stream_timeout=120)
+        before = client.get_inference_statistics("minilm").model_stats[0]
+        streamed = TWEETS * 8
+        for i, tweet in enumerate(streamed):
+            client.async_stream_infer("minilm", [text_input(tweet)], request_id=f"tweet-{i}",
+                                      outputs=[grpcclient.InferRequestedOutput("embeddings")])
+            if i == len(streamed) // 2:
+                client.async_stream_infer("nope", [text_input(tweet)], request_id="unknown-model")
+        client.stop_stream()  # half-closes, then waits for every answer and the end of the stream
+        ids, got, errors = [], {}, []
+        while not answers.empty():
+            result, error = answers.get_nowait()
+            if error is not None:
+                errors.append(error.message())
+                continue
+            ids.append(result.get_response().id)
+            got[ids[-1]] = result.as_numpy("embeddings")[0]
+        check(sorted(ids) == sorted(f"tweet-{i}" for i in range(len(streamed))),
+              f"stream: {len(ids)} answers for {len(streamed)} requests, one under each id")
+        worst = max(float(np.abs(got[f"tweet-{i}"] - expected[i % len(TWEETS)]).max()) for i in range(len(streamed)))
+        check(worst < 1e-4, f"stream answers vs transformers: max diff {worst:.2e}")
+        check(len(errors) == 1 and "unknown model 'nope'" in errors[0],
+              f"stream: an unknown model is an error answer and the stream goes on: {errors}")
+        after = client.get_inference_statistics("minilm").model_stats[0]
+        executions = after.execution_count - before.execution_count
+        done = after.inference_stats.success.count - before.inference_stats.success.count
+        check(done == len(streamed) and executions < done,
+              f"stream: {done} requests batched into {executions} executions")
+
+        # A stream left open when SIGTERM comes: its request is answered, then the server ends it
+        # (CANCELLED) and still drains and exits 0 in time (checked on leaving `serving`).
+        open_answers = queue.Queue()
+        client.start_stream(callback=lambda result, error: open_answers.put((result, error)), stream_timeout=120)
+        client.async_stream_infer("sentiment", [text_input(CLASSIFICATION_TEXTS[0])], request_id="before-sigterm")
+        result, error = open_answers.get(timeout=60)
+        check(error is None and result.get_response().id == "before-sigterm", "stream kept open across SIGTERM: answered")
+    result, error = open_answers.get(timeout=30)
+    check(result is None and error is not None, f"stream open at SIGTERM ended by the server: {error}")
+    client.stop_stream()
+    client.close()
     print("gRPC conformance: all checks passed")
 
 

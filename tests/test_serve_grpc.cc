@@ -3,7 +3,10 @@
 // from src/serve/proto. Token-tensor outputs are checked against transformers
 // (reference.safetensors), text outputs against pipeline::TextPipeline, raw and typed contents
 // against each other, statistics against the HTTP view of the same models, and every bad input
-// against its status code and message. Every call has a deadline.
+// against its status code and message. ModelStreamInfer (Triton's streaming extension) is checked
+// against ModelInfer on the same requests, for errors that leave the stream open, for batching of a
+// stream's concurrent requests, and for a server stop that ends open streams. Every call has a
+// deadline.
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
@@ -11,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <map>
 #include <thread>
 
 #include "grpc_service.grpc.pb.h"
@@ -29,6 +33,7 @@ using Json = nlohmann::json;
 using inference::GRPCInferenceService;
 using inference::ModelInferRequest;
 using inference::ModelInferResponse;
+using inference::ModelStreamInferResponse;
 
 using testing::fixture_path;
 using testing::kTokenInputs;
@@ -127,6 +132,60 @@ int output_index(const ModelInferResponse& response, const std::string& name) {
   }
   ADD_FAILURE() << "response has no output " << name;
   return 0;
+}
+
+// Sends every request on one ModelStreamInfer stream without waiting for answers, half-closes, and
+// reads the answers (in whatever order they come) until the server ends the stream.
+struct StreamResult {
+  std::vector<ModelStreamInferResponse> responses;
+  grpc::Status status;
+};
+StreamResult stream_infer(GRPCInferenceService::Stub& stub, const std::vector<ModelInferRequest>& requests) {
+  StreamResult result;
+  auto call = context(120);
+  auto stream = stub.ModelStreamInfer(call.get());
+  for (const ModelInferRequest& request : requests) {
+    if (!stream->Write(request)) break;
+  }
+  stream->WritesDone();
+  ModelStreamInferResponse response;
+  while (stream->Read(&response)) result.responses.push_back(response);
+  result.status = stream->Finish();
+  return result;
+}
+
+// The answers of a stream by request id; every id at most once.
+std::map<std::string, ModelStreamInferResponse> by_id(const std::vector<ModelStreamInferResponse>& responses) {
+  std::map<std::string, ModelStreamInferResponse> out;
+  for (const ModelStreamInferResponse& response : responses) {
+    const std::string& id = response.infer_response().id();
+    EXPECT_TRUE(out.emplace(id, response).second) << "two answers for request '" << id << "'";
+  }
+  return out;
+}
+
+// The same answer from two RPCs: outputs of the same names, datatypes and shapes, FP32 within 1e-5
+// (batches of another composition may round differently), every other datatype byte for byte.
+void expect_same_answer(const ModelInferResponse& got, const ModelInferResponse& expected) {
+  EXPECT_EQ(got.model_name(), expected.model_name());
+  EXPECT_EQ(got.model_version(), expected.model_version());
+  ASSERT_EQ(got.outputs_size(), expected.outputs_size());
+  ASSERT_EQ(got.raw_output_contents_size(), expected.raw_output_contents_size());
+  for (int i = 0; i < expected.outputs_size(); ++i) {
+    SCOPED_TRACE(expected.outputs(i).name());
+    EXPECT_EQ(got.outputs(i).name(), expected.outputs(i).name());
+    EXPECT_EQ(got.outputs(i).datatype(), expected.outputs(i).datatype());
+    EXPECT_EQ(std::vector<int64_t>(got.outputs(i).shape().begin(), got.outputs(i).shape().end()),
+              std::vector<int64_t>(expected.outputs(i).shape().begin(), expected.outputs(i).shape().end()));
+    if (expected.outputs(i).datatype() == "FP32") {
+      const auto values = parse_raw<float>(got.raw_output_contents(i));
+      const auto reference = parse_raw<float>(expected.raw_output_contents(i));
+      ASSERT_EQ(values.size(), reference.size());
+      for (size_t j = 0; j < values.size(); ++j) EXPECT_NEAR(values[j], reference[j], 1e-5f) << "element " << j;
+    } else {
+      EXPECT_EQ(got.raw_output_contents(i), expected.raw_output_contents(i));
+    }
+  }
 }
 
 class GrpcServerTest : public ::testing::Test {
@@ -549,6 +608,124 @@ TEST_F(GrpcServerTest, UnloadAndLoadThroughTheRepositoryRpcs) {
   EXPECT_EQ(stub_->RepositoryModelLoad(context().get(), load, &loaded).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// Every request on a stream is answered once, under its id, with what ModelInfer answers.
+TEST_F(GrpcServerTest, StreamAnswersEveryRequestUnderItsIdAsModelInferDoes) {
+  std::vector<ModelInferRequest> requests = {
+      text_request("cls", {"bank shares rose"}),
+      text_request("cls", {"net income fell in the quarter, eur 5 million loss", "stock"}),
+      text_request("cls", {"revenue growth and cash; debt is rising"}),
+      text_request("qa", {"what rose?"}, "question"),
+      text_request("cls", {"cash"}),
+  };
+  add_input(requests[3], "context", "BYTES", {1, 1});
+  requests[3].add_raw_input_contents(raw_bytes({"bank shares rose in the quarter"}));
+  requests[4].add_outputs()->set_name("label");
+  for (size_t i = 0; i < requests.size(); ++i) requests[i].set_id("request-" + std::to_string(i));
+
+  const StreamResult result = stream_infer(*stub_, requests);
+  EXPECT_TRUE(result.status.ok()) << result.status.error_message();
+  ASSERT_EQ(result.responses.size(), requests.size());
+  const auto answers = by_id(result.responses);
+  for (const ModelInferRequest& request : requests) {
+    SCOPED_TRACE(request.id());
+    const auto found = answers.find(request.id());
+    ASSERT_NE(found, answers.end()) << "no answer";
+    EXPECT_EQ(found->second.error_message(), "");
+    expect_same_answer(found->second.infer_response(), infer(request));
+  }
+  // A stream without requests ends OK at once.
+  const StreamResult empty = stream_infer(*stub_, {});
+  EXPECT_TRUE(empty.status.ok()) << empty.status.error_message();
+  EXPECT_TRUE(empty.responses.empty());
+}
+
+// A bad request is answered with error_message (ModelInfer's message) and the stream goes on.
+TEST_F(GrpcServerTest, StreamErrorIsAnAnswerAndTheStreamGoesOn) {
+  std::vector<ModelInferRequest> requests;
+  requests.push_back(text_request("cls", {"bank"}));
+  requests.push_back(text_request("nope", {"bank"}));
+  ModelInferRequest wrong_type;
+  wrong_type.set_model_name("cls");
+  add_input(wrong_type, "text", "INT64", {1, 1})->mutable_contents()->add_int64_contents(3);
+  requests.push_back(wrong_type);
+  requests.push_back(text_request("cls", std::vector<std::string>(9, "a")));
+  requests.push_back(text_request("cls", {"cash"}));
+  const std::vector<std::string> ids = {"good-1", "unknown-model", "wrong-type", "too-big", "good-2"};
+  for (size_t i = 0; i < requests.size(); ++i) requests[i].set_id(ids[i]);
+
+  const StreamResult result = stream_infer(*stub_, requests);
+  EXPECT_TRUE(result.status.ok()) << result.status.error_message();
+  ASSERT_EQ(result.responses.size(), requests.size());
+  const auto answers = by_id(result.responses);
+  const std::map<std::string, std::string> errors = {{"unknown-model", "unknown model 'nope'"},
+                                                     {"wrong-type", "datatype INT64, the model takes BYTES"},
+                                                     {"too-big", "batch of 9 outside 1..8"}};
+  for (const auto& [id, fragment] : errors) {
+    SCOPED_TRACE(id);
+    ASSERT_EQ(answers.count(id), 1u);
+    const ModelStreamInferResponse& answer = answers.at(id);
+    EXPECT_NE(answer.error_message().find(fragment), std::string::npos)
+        << "message \"" << answer.error_message() << "\" lacks \"" << fragment << "\"";
+    EXPECT_EQ(answer.infer_response().outputs_size(), 0);
+  }
+  for (size_t i : {1, 2, 3}) {  // ModelInfer's messages, word for word
+    ModelInferResponse ignored;
+    const grpc::Status status = stub_->ModelInfer(context().get(), requests[i], &ignored);
+    EXPECT_FALSE(status.ok());
+    EXPECT_EQ(answers.at(ids[i]).error_message(), status.error_message());
+  }
+  for (size_t i : {0, 4}) {
+    SCOPED_TRACE(ids[i]);
+    ASSERT_EQ(answers.count(ids[i]), 1u);
+    EXPECT_EQ(answers.at(ids[i]).error_message(), "");
+    expect_same_answer(answers.at(ids[i]).infer_response(), infer(requests[i]));
+  }
+}
+
+// A stream's requests are in flight together, so the dynamic batcher batches them: fewer
+// executions than requests, and each answer still its own.
+TEST_F(GrpcServerTest, StreamRequestsAreBatchedTogether) {
+  const std::vector<std::string> texts = {"bank shares rose", "net income fell in the quarter", "stock",
+                                          "revenue growth and cash; debt is rising", "eur 5 million loss"};
+  auto pipeline = pipeline::TextPipeline::load(fixture_path("tiny-bert-cls"));
+  const auto expected = pipeline->classify(texts);
+  auto statistics = [&] {
+    inference::ModelStatisticsRequest request;
+    request.set_name("cls");
+    inference::ModelStatisticsResponse response;
+    EXPECT_TRUE(stub_->ModelStatistics(context().get(), request, &response).ok());
+    return response.model_stats(0);
+  };
+  const auto before = statistics();
+  constexpr int kRequests = 40;
+  std::vector<ModelInferRequest> requests;
+  for (int i = 0; i < kRequests; ++i) {
+    requests.push_back(text_request("cls", {texts[i % texts.size()]}));
+    requests.back().set_id(std::to_string(i));
+    requests.back().add_outputs()->set_name("probabilities");
+  }
+  const StreamResult result = stream_infer(*stub_, requests);
+  EXPECT_TRUE(result.status.ok()) << result.status.error_message();
+  ASSERT_EQ(result.responses.size(), static_cast<size_t>(kRequests));
+  const auto answers = by_id(result.responses);
+  for (int i = 0; i < kRequests; ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_EQ(answers.count(std::to_string(i)), 1u);
+    const ModelStreamInferResponse& answer = answers.at(std::to_string(i));
+    ASSERT_EQ(answer.error_message(), "");
+    ASSERT_EQ(answer.infer_response().raw_output_contents_size(), 1);
+    const auto probabilities = parse_raw<float>(answer.infer_response().raw_output_contents(0));
+    const auto& reference = expected[static_cast<size_t>(i) % texts.size()].probabilities;
+    ASSERT_EQ(probabilities.size(), reference.size());
+    for (size_t j = 0; j < reference.size(); ++j) EXPECT_NEAR(probabilities[j], reference[j], 1e-5f);
+  }
+  const auto after = statistics();
+  const uint64_t done = after.inference_stats().success().count() - before.inference_stats().success().count();
+  const uint64_t executions = after.execution_count() - before.execution_count();
+  EXPECT_EQ(done, static_cast<uint64_t>(kRequests));
+  EXPECT_LT(executions, done) << "a stream's requests were never batched together (run one at a time?)";
+}
+
 // The codec alone: raw bytes round trip for every datatype the server reads.
 TEST(GrpcCodec, RawContentsRoundTrip) {
   struct Case {
@@ -622,6 +799,53 @@ TEST(GrpcServerLifecycle, StopDrainsQueuedRequests) {
   inference::ServerLiveResponse live;
   const grpc::Status after = connect(port)->ServerLive(context(2).get(), {}, &live);
   EXPECT_EQ(after.error_code(), grpc::StatusCode::UNAVAILABLE) << "the port still answers after stop()";
+  server.reset();
+}
+
+// stop() ends open streams once the requests they hold are answered: one idle (its handler waits in
+// Read for a request that never comes), one with a request in "slow"'s queue, which still gets its
+// answer. Neither holds the drain for gRPC's 60 s grace (nor until the clients' 30 s deadlines).
+TEST(GrpcServerLifecycle, StopEndsOpenStreamsOnceAnswered) {
+  SCALEBERT_REQUIRE_REFERENCES(served_models());
+  const TempDir root;
+  testing::write_model_repository(root.path(), served_models());
+  ServerOptions options;
+  options.model_repository = root.path();
+  options.http_port = 0;
+  options.metrics_port = -1;
+  options.grpc_port = 0;
+  auto server = std::make_unique<InferenceServer>(options);
+  server->start();
+  const auto stub = connect(server->grpc_port());
+  const auto idle_context = context(), busy_context = context();
+  auto idle = stub->ModelStreamInfer(idle_context.get());
+  auto busy = stub->ModelStreamInfer(busy_context.get());
+  ModelInferRequest request = text_request("slow", {"bank"});
+  request.set_id("queued");
+  ASSERT_TRUE(busy->Write(request));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // "slow" holds it ~300 ms in its queue
+
+  const auto start = std::chrono::steady_clock::now();
+  std::thread stopper([&] { server->stop(); });
+  ModelStreamInferResponse answer, more;
+  const bool answered = busy->Read(&answer);
+  const bool busy_more = busy->Read(&more);
+  const grpc::Status busy_status = busy->Finish();
+  const bool idle_more = idle->Read(&more);
+  const grpc::Status idle_status = idle->Finish();
+  stopper.join();
+  const auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  ASSERT_TRUE(answered) << "the queued request got no answer: " << busy_status.error_message();
+  EXPECT_EQ(answer.error_message(), "");
+  EXPECT_EQ(answer.infer_response().id(), "queued");
+  EXPECT_EQ(answer.infer_response().outputs_size(), 1);
+  EXPECT_FALSE(busy_more);
+  EXPECT_FALSE(idle_more);
+  // Cancelled by the server (a sync handler waiting in Read has no other way out).
+  EXPECT_EQ(busy_status.error_code(), grpc::StatusCode::CANCELLED) << busy_status.error_message();
+  EXPECT_EQ(idle_status.error_code(), grpc::StatusCode::CANCELLED) << idle_status.error_message();
+  EXPECT_LT(seconds, 10.0) << "an open stream held up stop()";
   server.reset();
 }
 

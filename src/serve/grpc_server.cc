@@ -1,13 +1,22 @@
 // KServe v2 over gRPC: the GRPCInferenceService handlers and the ModelInferRequest/Response
 // conversions, over InferenceServer's repository. Every handler turns exceptions into a gRPC status
-// (the mapping of status.h's HTTP statuses), so no RPC can take the server down.
+// (the mapping of status.h's HTTP statuses), so no RPC can take the server down; on a stream, into
+// a response with error_message set.
 #include "serve/grpc_server.h"
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <charconv>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <limits>
+#include <mutex>
+#include <set>
+#include <system_error>
+#include <thread>
+#include <vector>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -347,10 +356,164 @@ void infer_response_to_grpc(const InferResponse& response, bool typed, inference
   }
 }
 
+namespace {
+
+// ModelInfer's path, which ModelStreamInfer runs for each request of a stream: the model, the
+// request decoded, its batch awaited, the response encoded. Throws the errors guarded() maps.
+void model_infer(InferenceServer& server, const inference::ModelInferRequest& request,
+                 inference::ModelInferResponse& response) {
+  if (server.stopping()) throw Unavailable("the server is shutting down");
+  const auto model = server.repository().get(request.model_name(), parse_version(request.model_version()));
+  const InferRequest parsed = infer_request_from_grpc(request);
+  // A client that writes typed contents reads typed contents back; raw otherwise (Triton's way).
+  const bool typed = request.raw_input_contents_size() == 0;
+  infer_response_to_grpc(model->infer(parsed), typed, response);
+}
+
+// One ModelStreamInfer call. The handler's thread reads requests into `pending_`; workers (threads
+// of this stream, started while every one is busy, at most `max_in_flight_`) take them, each runs
+// model_infer and waits for its batch, then writes the answer under `write_mutex_` (a sync stream
+// takes one Write at a time). With `max_in_flight_` requests held, the reader reads no more until
+// one is answered, so a client sending faster than the models answer meets gRPC's flow control.
+//
+// Ending: the client half-closes (Read false), the workers answer what is pending and exit, run()
+// joins them and returns OK; or stop() marks the stream stopping, and once nothing is pending or
+// running it cancels the call, which is what wakes a Read that waits for a request that may never come.
+class InferStream {
+ public:
+  using Stream = grpc::ServerReaderWriter<inference::ModelStreamInferResponse, inference::ModelInferRequest>;
+
+  InferStream(InferenceServer& server, grpc::ServerContext& context, Stream& stream, size_t max_in_flight)
+      : server_(server), context_(context), stream_(stream), max_in_flight_(max_in_flight) {}
+  ~InferStream() { close_and_join(); }
+  InferStream(const InferStream&) = delete;
+  InferStream& operator=(const InferStream&) = delete;
+
+  // Serves the stream until the client half-closes or the call is cancelled; every request read has
+  // been answered (or its answer failed to send) when it returns.
+  grpc::Status run() {
+    grpc::Status status = grpc::Status::OK;
+    inference::ModelInferRequest request;
+    while (stream_.Read(&request)) {
+      std::unique_lock lock(mutex_);
+      room_.wait(lock, [&] { return pending_.size() + busy_ < max_in_flight_; });
+      pending_.push_back(std::move(request));
+      request.Clear();
+      if (pending_.size() > idle_) {
+        try {
+          workers_.emplace_back([this] { work(); });
+        } catch (const std::system_error& error) {
+          // With a worker left, the request waits for it; with none, nothing would ever answer.
+          if (workers_.empty()) {
+            status = {grpc::StatusCode::RESOURCE_EXHAUSTED, str_cat("cannot start a stream worker: ", error.what())};
+            break;
+          }
+        }
+      }
+      work_.notify_one();
+    }
+    close_and_join();
+    return status;  // after stop() cancelled the call, the client sees CANCELLED whatever this says
+  }
+
+  // Server shutdown: end the stream as soon as the requests it holds are answered.
+  void stop() {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    cancel_if_drained();
+  }
+
+ private:
+  void work() {
+    std::unique_lock lock(mutex_);
+    while (true) {
+      ++idle_;
+      work_.wait(lock, [&] { return !pending_.empty() || closed_; });
+      --idle_;
+      if (pending_.empty()) return;  // closed, and every request taken
+      const inference::ModelInferRequest request = std::move(pending_.front());
+      pending_.pop_front();
+      ++busy_;
+      lock.unlock();
+      answer(request);
+      lock.lock();
+      --busy_;
+      room_.notify_one();
+      cancel_if_drained();
+    }
+  }
+
+  void answer(const inference::ModelInferRequest& request) {
+    inference::ModelStreamInferResponse response;
+    const grpc::Status status = guarded([&] { model_infer(server_, request, *response.mutable_infer_response()); });
+    if (!status.ok()) {
+      // tritonclient reads only error_message here; the id (Triton leaves it empty) lets a client
+      // tell which of its requests failed.
+      response.Clear();
+      response.set_error_message(status.error_message());
+      auto* identity = response.mutable_infer_response();
+      identity->set_id(request.id());
+      identity->set_model_name(request.model_name());
+      identity->set_model_version(request.model_version());
+    }
+    std::lock_guard lock(write_mutex_);
+    // False when the client has gone or the call was cancelled: the reader's Read fails too and
+    // the stream ends; the other answers meet the same fate.
+    stream_.Write(response);
+  }
+
+  // Under mutex_.
+  void cancel_if_drained() {
+    if (stopping_ && !cancelled_ && pending_.empty() && busy_ == 0) {
+      cancelled_ = true;
+      context_.TryCancel();
+    }
+  }
+
+  void close_and_join() {
+    {
+      std::lock_guard lock(mutex_);
+      closed_ = true;
+    }
+    work_.notify_all();
+    for (std::thread& worker : workers_) {
+      if (worker.joinable()) worker.join();
+    }
+  }
+
+  InferenceServer& server_;
+  grpc::ServerContext& context_;
+  Stream& stream_;
+  const size_t max_in_flight_;
+  std::vector<std::thread> workers_;  // the reader's thread alone starts and joins them
+  std::mutex write_mutex_;            // one Write at a time
+  std::mutex mutex_;                  // guards everything below
+  std::condition_variable work_;      // a request is pending, or the stream closed
+  std::condition_variable room_;      // a request was answered
+  std::deque<inference::ModelInferRequest> pending_;  // read, not yet taken by a worker
+  size_t idle_ = 0;                   // workers waiting for a request
+  size_t busy_ = 0;                   // workers running one
+  bool closed_ = false;               // no more requests will be read
+  bool stopping_ = false;
+  bool cancelled_ = false;
+};
+
+}  // namespace
+
 // The service: each handler reads the shared repository and models of `server_`.
 class GrpcServer::Service final : public inference::GRPCInferenceService::Service {
  public:
-  explicit Service(InferenceServer& server) : server_(server) {}
+  Service(InferenceServer& server, size_t max_stream_in_flight)
+      : server_(server), max_stream_in_flight_(max_stream_in_flight) {}
+
+  // Ends open streams once their requests are answered, refuses new ones, and waits (until
+  // `deadline`) for every stream's handler to return.
+  void stop_streams(std::chrono::system_clock::time_point deadline) {
+    std::unique_lock lock(streams_mutex_);
+    streams_stopping_ = true;
+    for (InferStream* stream : streams_) stream->stop();
+    streams_ended_.wait_until(lock, deadline, [&] { return streams_.empty(); });
+  }
 
   grpc::Status ServerLive(grpc::ServerContext*, const inference::ServerLiveRequest*,
                           inference::ServerLiveResponse* response) override {
@@ -407,14 +570,26 @@ class GrpcServer::Service final : public inference::GRPCInferenceService::Servic
 
   grpc::Status ModelInfer(grpc::ServerContext*, const inference::ModelInferRequest* request,
                           inference::ModelInferResponse* response) override {
-    return guarded([&] {
-      if (server_.stopping()) throw Unavailable("the server is shutting down");
-      const auto model = server_.repository().get(request->model_name(), parse_version(request->model_version()));
-      const InferRequest parsed = infer_request_from_grpc(*request);
-      // A client that writes typed contents reads typed contents back; raw otherwise (Triton's way).
-      const bool typed = request->raw_input_contents_size() == 0;
-      infer_response_to_grpc(model->infer(parsed), typed, *response);
-    });
+    return guarded([&] { model_infer(server_, *request, *response); });
+  }
+
+  grpc::Status ModelStreamInfer(grpc::ServerContext* context, InferStream::Stream* stream) override {
+    InferStream call(server_, *context, *stream, max_stream_in_flight_);
+    {
+      std::lock_guard lock(streams_mutex_);
+      if (streams_stopping_) return {grpc::StatusCode::UNAVAILABLE, "the server is shutting down"};
+      streams_.insert(&call);
+    }
+    grpc::Status status;
+    try {
+      status = call.run();
+    } catch (const std::exception& error) {  // `call` still joins its workers when it goes
+      status = to_status(error);
+    }
+    std::lock_guard lock(streams_mutex_);
+    streams_.erase(&call);
+    streams_ended_.notify_all();
+    return status;
   }
 
   grpc::Status ModelConfig(grpc::ServerContext*, const inference::ModelConfigRequest* request,
@@ -485,9 +660,15 @@ class GrpcServer::Service final : public inference::GRPCInferenceService::Servic
   }
 
   InferenceServer& server_;
+  const size_t max_stream_in_flight_;
+  std::mutex streams_mutex_;
+  std::condition_variable streams_ended_;
+  std::set<InferStream*> streams_;  // open ModelStreamInfer calls
+  bool streams_stopping_ = false;
 };
 
-GrpcServer::GrpcServer(InferenceServer& server, GrpcOptions options) : service_(std::make_unique<Service>(server)) {
+GrpcServer::GrpcServer(InferenceServer& server, GrpcOptions options)
+    : service_(std::make_unique<Service>(server, static_cast<size_t>(std::max(1, options.max_threads)))) {
   grpc::ServerBuilder builder;
   const std::string address = str_cat(options.host, ":", options.port);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
@@ -510,7 +691,13 @@ GrpcServer::~GrpcServer() { shutdown(std::chrono::milliseconds(0)); }
 void GrpcServer::shutdown(std::chrono::milliseconds grace) {
   if (shut_down_ || server_ == nullptr) return;
   shut_down_ = true;
-  server_->Shutdown(std::chrono::system_clock::now() + grace);
+  const auto deadline = std::chrono::system_clock::now() + grace;
+  // Streams first: an open stream (a call without end until its client half-closes) would hold
+  // Shutdown for all of `grace`. And before Shutdown's GOAWAY: a stream still open then is the
+  // connection's last, whose end closes the connection, racing the stream's status (the client
+  // would see UNAVAILABLE "Socket closed" instead of the server's cancellation).
+  service_->stop_streams(deadline);
+  server_->Shutdown(deadline);
   server_->Wait();
 }
 

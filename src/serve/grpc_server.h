@@ -8,6 +8,14 @@
 // gRPC's synchronous server: each RPC runs on a thread of gRPC's pool (at most `max_threads`; past
 // that gRPC answers RESOURCE_EXHAUSTED) and waits for its batch like an HTTP connection thread; the
 // batcher and instances never wait on a gRPC thread.
+//
+// ModelStreamInfer (Triton's streaming extension) runs each request of a stream through the same
+// path as ModelInfer, but on worker threads of the stream's own (started as requests arrive, at
+// most `max_threads` per stream), so that a stream's requests wait in the batcher together and are
+// batched; each answer is written as it completes (one Write at a time), in completion order. When
+// the client half-closes, the stream ends OK once every request read is answered. shutdown() ends
+// open streams as soon as the requests they hold are answered (cancelling them: a sync handler
+// blocked in Read has no other way out), so an idle stream never holds up a drain.
 #pragma once
 
 #include <chrono>
@@ -30,7 +38,7 @@ struct GrpcOptions {
   std::string host = "127.0.0.1";
   int port = 8001;                              // 0: any free port
   size_t max_message_bytes = size_t{64} << 20;  // larger requests: RESOURCE_EXHAUSTED
-  int max_threads = 96;                         // RPCs served at once
+  int max_threads = 96;                         // RPCs served at once; also requests one stream runs at once
 };
 
 // Raw tensor bytes <-> WireTensor elements: decode_raw_tensor / encode_raw_tensor in serve/protocol.h,
@@ -54,8 +62,8 @@ class GrpcServer {
   GrpcServer& operator=(const GrpcServer&) = delete;
 
   int port() const { return port_; }
-  // Stops taking RPCs and lets those in flight finish (cancelling what is left after `grace`).
-  // Idempotent.
+  // Stops taking RPCs and lets those in flight finish (cancelling what is left after `grace`); open
+  // streams end once the requests they hold are answered. Idempotent.
   void shutdown(std::chrono::milliseconds grace = std::chrono::seconds(60));
 
  private:
