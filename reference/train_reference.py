@@ -19,8 +19,11 @@ sequence-classification and token-classification models, OUT/train/<model>-dropo
 the same batch and labels as above plus, with every dropout rate at DROPOUT_P (train mode):
   mean_loss                                   (1) the loss averaged over DROPOUT_DRAWS torch seeds
   mean_grad.<name>                            the gradient averaged over the same draws
+  mean_sq_norm.<name>                         (1) ||gradient||^2 averaged over the same draws
 A dropout site missing, misplaced (say, after a residual sum instead of before) or scaled wrongly
-moves these means by far more than the sampling noise of the average.
+moves these means by far more than the sampling noise of the average. The second moment gives the
+variance of the gradient over masks, E||g||^2 - ||E g||^2: masks that were correlated (across rows,
+heads, sites or layers) where they should be independent keep the means and raise the variance.
 
 Question answering uses rows without padding: transformers computes its start/end softmax over all
 T positions including pads, while ScaleBERT's packed rows hold only real tokens (pads get no
@@ -89,7 +92,7 @@ def run_dropout_expectation(model_class, folder, out, make_labels, lengths):
     generator = torch.Generator().manual_seed(1234)
     input_ids, attention_mask, token_type_ids = padded_batch(generator, lengths, model.config.vocab_size)
     labels = make_labels(generator, input_ids, attention_mask, model.config)
-    sums, loss_sum = None, 0.0
+    sums, loss_sum, squares = None, 0.0, {}
     for draw in range(DROPOUT_DRAWS):
         torch.manual_seed(draw)
         model.zero_grad()
@@ -98,10 +101,14 @@ def run_dropout_expectation(model_class, folder, out, make_labels, lengths):
         loss_sum += outputs.loss.item()
         grads = gradients(model)
         sums = grads if sums is None else {name: sums[name] + value for name, value in grads.items()}
+        for name, value in grads.items():
+            squares[name] = squares.get(name, 0.0) + float((value.double() ** 2).sum())
     tensors = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
                "mean_loss": torch.tensor([loss_sum / DROPOUT_DRAWS], dtype=torch.float32)}
     tensors.update({name: value.contiguous() for name, value in labels.items()})
     tensors.update({"mean_" + name: (value / DROPOUT_DRAWS).contiguous() for name, value in sums.items()})
+    tensors.update({"mean_sq_norm." + name[len("grad."):]: torch.tensor([value / DROPOUT_DRAWS], dtype=torch.float32)
+                    for name, value in squares.items()})
     save_file(tensors, str(out / f"{folder.name}-dropout.safetensors"))
     print(f"train_reference: {folder.name}: mean loss with dropout {DROPOUT_P}: {loss_sum / DROPOUT_DRAWS:.6f} "
           f"over {DROPOUT_DRAWS} draws")
