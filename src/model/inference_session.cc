@@ -7,6 +7,16 @@
 //               h   = LN(h + f W2^T + b2)
 //   pooler:     pooled = tanh(h[CLS] Wp^T + bp)
 // Dropout is the identity at inference.
+//
+// Sequence outputs only (set_sequence_outputs_only): the last layer runs qkv and the attention over
+// every token row as above, then gathers row offsets[s] of ctx and of its input h for each sequence s
+// and runs the rest of the layer on those S rows (as the training graph's cls_layer_forward does):
+//   cls = LN(h[CLS] + ctx[CLS] Wo^T + bo);  cls = LN(cls + act(cls W1^T + b1) W2^T + b2)
+// These steps are unfused in every precision (a PrecisionLinearStep with the residual sum, then
+// layernorm_forward), so they need no quantized rows from a producer; the fused dynamic int8 chain
+// still hands the last layer's qkv its quantized input, since the token steps run unchanged up to
+// the last attention. Per row the math is the fused one's (its layer norm and quantizer are bit
+// for bit layernorm_forward's and quantize_rows_dynamic's).
 #include "model/inference_session.h"
 
 #include <algorithm>
@@ -54,7 +64,9 @@ void InferenceSession::reserve(int64_t tokens, int64_t sequences, int64_t max_le
   const bool int8_words = weights_->word_embeddings_int8.defined();
   const size_t floats_per_token =
       static_cast<size_t>(C + 3 * C + C + std::max(I, C) + head_width + (int8_words ? C + 1 : 0));
-  const size_t floats_per_sequence = static_cast<size_t>(3 * C + head_width);
+  // cls_rows_, pooled_, sequence_logits_, cls_context_, cls_intermediate_.
+  const size_t floats_per_sequence = static_cast<size_t>(C + C + head_width + C + I);
+  // One kAlignment of slack per allocation below (at most 16).
   size_t bytes = align_up(M * floats_per_token * sizeof(float)) + align_up(S * floats_per_sequence * sizeof(float)) +
                  align_up((S + 1) * sizeof(int64_t)) + align_up(attention_floats * sizeof(float)) + 16 * kAlignment;
   // Sequence rows never outnumber token rows (every sequence has a token), so M rows serve both.
@@ -76,6 +88,8 @@ void InferenceSession::reserve(int64_t tokens, int64_t sequences, int64_t max_le
   cls_rows_ = floats(S * C);
   pooled_ = floats(S * C);
   sequence_logits_ = floats(S * head_width);
+  cls_context_ = floats(S * C);
+  cls_intermediate_ = floats(S * I);
   offsets_ = static_cast<int64_t*>(arena_.allocate((S + 1) * sizeof(int64_t)));
   if (int8_words) {
     word_rows_ = floats(M * C);
@@ -115,7 +129,8 @@ void InferenceSession::bind_scratchpad(LinearStep& step) {
       }
     }
     for (auto& [rows, steps] : sequence_steps_) {
-      for (LinearStep* each : {&steps->pooler, &steps->classifier}) {
+      for (LinearStep* each :
+           {&steps->pooler, &steps->classifier, &steps->attention_out, &steps->intermediate, &steps->output}) {
         if (each->defined()) each->bind_scratchpad(scratchpad_.get());
       }
     }
@@ -208,25 +223,43 @@ InferenceSession::TokenSteps& InferenceSession::token_steps(int64_t rows, bool f
   return result;
 }
 
-InferenceSession::SequenceSteps& InferenceSession::sequence_steps(int64_t rows) {
-  auto found = sequence_steps_.find(rows);
-  if (found != sequence_steps_.end()) return *found->second;
+InferenceSession::SequenceSteps& InferenceSession::sequence_steps(int64_t rows, bool cls_layer) {
   const int64_t C = weights_->model->config.hidden_size;
-  auto steps = std::make_unique<SequenceSteps>();
-  if (weights_->pooler) {
-    steps->pooler =
-        LinearStep(*weights_->pooler, cls_rows_, C, pooled_, C, rows, Epilogue::kTanh, false, low_precision_);
+  const int64_t I = weights_->model->config.intermediate_size;
+  auto found = sequence_steps_.find(rows);
+  if (found == sequence_steps_.end()) {
+    auto steps = std::make_unique<SequenceSteps>();
+    if (weights_->pooler) {
+      steps->pooler =
+          LinearStep(*weights_->pooler, cls_rows_, C, pooled_, C, rows, Epilogue::kTanh, false, low_precision_);
+      bind_scratchpad(steps->pooler);
+    }
+    if (weights_->model->head == TaskHead::kSequenceClassification) {
+      const int64_t L = weights_->classifier->out_features();
+      steps->classifier = LinearStep(*weights_->classifier, pooled_, C, sequence_logits_, L, rows, Epilogue::kNone,
+                                     false, low_precision_);
+      bind_scratchpad(steps->classifier);
+    }
+    found = sequence_steps_.emplace(rows, std::move(steps)).first;
   }
-  if (weights_->model->head == TaskHead::kSequenceClassification) {
-    const int64_t L = weights_->classifier->out_features();
-    steps->classifier = LinearStep(*weights_->classifier, pooled_, C, sequence_logits_, L, rows, Epilogue::kNone,
-                                   false, low_precision_);
-  }
-  SequenceSteps& result = *sequence_steps_.emplace(rows, std::move(steps)).first->second;
-  for (LinearStep* each : {&result.pooler, &result.classifier}) {
-    if (each->defined()) bind_scratchpad(*each);
+  SequenceSteps& result = *found->second;
+  if (cls_layer && !result.attention_out.defined()) {
+    const EncoderLayerWeights& last = weights_->layers.back();
+    result.attention_out =
+        LinearStep(last.attention_out, cls_context_, C, cls_rows_, C, rows, Epilogue::kNone, true, low_precision_);
+    result.intermediate = LinearStep(last.intermediate, cls_rows_, C, cls_intermediate_, I, rows,
+                                     weights_->activation, false, low_precision_);
+    result.output =
+        LinearStep(last.output, cls_intermediate_, I, cls_rows_, C, rows, Epilogue::kNone, true, low_precision_);
+    for (LinearStep* each : {&result.attention_out, &result.intermediate, &result.output}) bind_scratchpad(*each);
   }
   return result;
+}
+
+bool InferenceSession::cls_layer_only() const {
+  const TaskHead head = weights_->model->head;
+  return sequence_outputs_only_ && !observer_ && !weights_->layers.empty() &&
+         (head == TaskHead::kNone || head == TaskHead::kSequenceClassification);
 }
 
 const char* InferenceSession::phase_name(int phase) {
@@ -264,7 +297,7 @@ class PhaseClock {
 void InferenceSession::prepare(int64_t tokens, int64_t sequences) {
   reserve(tokens, sequences, 1);
   token_steps(bucket_rows(tokens), !observer_);
-  sequence_steps(bucket_rows(sequences));
+  sequence_steps(bucket_rows(sequences), cls_layer_only());
 }
 
 const InferenceOutputs& InferenceSession::run(const PackedBatch& batch) {
@@ -287,6 +320,9 @@ const InferenceOutputs& InferenceSession::run(const PackedBatch& batch) {
   const float eps = static_cast<float>(config.layer_norm_eps);
   const InferenceWeights& w = *weights_;
   TokenSteps& steps = token_steps(bucket_rows(N), !observer_);
+  const bool cls_layer = cls_layer_only();
+  const bool sequence_head = w.pooler || w.model->head == TaskHead::kSequenceClassification;
+  SequenceSteps* sequence = sequence_head || cls_layer ? &sequence_steps(bucket_rows(S), cls_layer) : nullptr;
   std::memcpy(offsets_, batch.sequence_offsets.data(), (S + 1) * sizeof(int64_t));
   PhaseClock clock(profiling_, phase_seconds_);
 
@@ -334,6 +370,31 @@ const InferenceOutputs& InferenceSession::run(const PackedBatch& batch) {
     (w.bf16_attention ? kernels::attention_forward_bf16 : kernels::attention_forward)(
         context_, qkv_, offsets_, S, NH, HS, attention_scratch_, attention_scratch_floats_);
     clock.mark(kAttention);
+    if (cls_layer && index + 1 == w.layers.size()) {
+      // The rest of the last layer on the [CLS] rows: row s of the (S, C) buffers is token row
+      // offsets[s]. The steps run over the sequence bucket; its pad rows get zero inputs every run,
+      // so whatever an earlier, larger batch left there, they stay finite.
+      const int64_t S_bucket = bucket_rows(S);
+      for (int64_t s = 0; s < S; ++s) {
+        std::memcpy(cls_context_ + s * C, context_ + offsets_[s] * C, C * sizeof(float));
+        std::memcpy(cls_rows_ + s * C, hidden_ + offsets_[s] * C, C * sizeof(float));
+      }
+      std::memset(cls_context_ + S * C, 0, (S_bucket - S) * C * sizeof(float));
+      std::memset(cls_rows_ + S * C, 0, (S_bucket - S) * C * sizeof(float));
+      sequence->attention_out.run(stream_);  // cls += ctx[CLS] Wo^T + bo
+      clock.mark(kAttentionOut);
+      kernels::layernorm_forward(cls_rows_, cls_rows_, layer.attention_norm.gamma.data<float>(),
+                                 layer.attention_norm.beta.data<float>(), S, C, eps);
+      clock.mark(kLayerNorm);
+      sequence->intermediate.run(stream_);  // f = act(cls W1^T + b1)
+      clock.mark(kIntermediate);
+      sequence->output.run(stream_);  // cls += f W2^T + b2
+      clock.mark(kOutput);
+      kernels::layernorm_forward(cls_rows_, cls_rows_, layer.output_norm.gamma.data<float>(),
+                                 layer.output_norm.beta.data<float>(), S, C, eps);
+      clock.mark(kLayerNorm);
+      break;
+    }
     if (observer_) observe(layer_parameter(static_cast<int64_t>(index), "attention.output.dense"), context_, N, C);
     layer_steps.attention_out.run(stream_);  // hidden += context Wo^T + bo (then LN, when fused)
     clock.mark(kAttentionOut);
@@ -358,14 +419,15 @@ const InferenceOutputs& InferenceSession::run(const PackedBatch& batch) {
     }
   }
   outputs_ = InferenceOutputs{};
-  outputs_.hidden = Tensor::view(hidden_, {N, C}, DType::kF32, arena_.block());
-
-  if (w.pooler || w.model->head == TaskHead::kSequenceClassification) {
-    SequenceSteps& sequence = sequence_steps(bucket_rows(S));
-    kernels::cls_pool(cls_rows_, hidden_, offsets_, S, C);
+  if (!cls_layer) {
+    outputs_.hidden = Tensor::view(hidden_, {N, C}, DType::kF32, arena_.block());
+    if (sequence_head) kernels::cls_pool(cls_rows_, hidden_, offsets_, S, C);
+  }
+  if (sequence_head || cls_layer) {
+    outputs_.cls_hidden = Tensor::view(cls_rows_, {S, C}, DType::kF32, arena_.block());
     if (w.pooler) {
       if (observer_) observe("pooler.dense", cls_rows_, S, C);
-      sequence.pooler.run(stream_);
+      sequence->pooler.run(stream_);
       outputs_.pooled = Tensor::view(pooled_, {S, C}, DType::kF32, arena_.block());
     }
     if (w.model->head == TaskHead::kSequenceClassification) {
@@ -373,7 +435,7 @@ const InferenceOutputs& InferenceSession::run(const PackedBatch& batch) {
         stream_.wait();
         observe("classifier", pooled_, S, C);
       }
-      sequence.classifier.run(stream_);
+      sequence->classifier.run(stream_);
       outputs_.logits =
           Tensor::view(sequence_logits_, {S, w.classifier->out_features()}, DType::kF32, arena_.block());
     }

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <numeric>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -51,6 +52,21 @@ std::pair<char, std::string_view> split_tag(std::string_view label) {
   }
   return {'I', label};
 }
+
+// The session's sequence-outputs-only mode (InferenceSession::set_sequence_outputs_only) for one
+// task call that reads only per-sequence outputs; off again however the call ends.
+class SequenceOutputsOnly {
+ public:
+  explicit SequenceOutputsOnly(InferenceSession& session) : session_(session) {
+    session_.set_sequence_outputs_only(true);
+  }
+  ~SequenceOutputsOnly() { session_.set_sequence_outputs_only(false); }
+  SequenceOutputsOnly(const SequenceOutputsOnly&) = delete;
+  SequenceOutputsOnly& operator=(const SequenceOutputsOnly&) = delete;
+
+ private:
+  InferenceSession& session_;
+};
 
 }  // namespace
 
@@ -280,17 +296,27 @@ Tensor TextPipeline::embed(std::span<const std::string> texts, Pooling pooling, 
   Tensor embeddings = Tensor::empty({S, C}, DType::kF32);  // (S, C)
   float* out = embeddings.data<float>();
   std::vector<float> pooled;  // (batch S, C)
+  // [CLS] pooling reads one row per sequence: the last layer then runs on those rows only (a
+  // token head keeps every row, and the [CLS] rows come from hidden).
+  std::optional<SequenceOutputsOnly> sequence_outputs;
+  if (pooling == Pooling::kCls) sequence_outputs.emplace(*session_);
   run_batches(encodings, [&](const InferenceOutputs& outputs, const PackedBatch& batch,
                              std::span<const int64_t> indices) {
     const int64_t rows = batch.sequences();
-    pooled.resize(static_cast<size_t>(rows * C));
-    if (pooling == Pooling::kCls) {
-      kernels::cls_pool(pooled.data(), outputs.hidden.data<float>(), batch.sequence_offsets.data(), rows, C);
+    const float* source = nullptr;  // (rows, C)
+    if (pooling == Pooling::kCls && outputs.cls_hidden.defined()) {
+      source = outputs.cls_hidden.data<float>();
     } else {
-      kernels::mean_pool(pooled.data(), outputs.hidden.data<float>(), batch.sequence_offsets.data(), rows, C);
+      pooled.resize(static_cast<size_t>(rows * C));
+      if (pooling == Pooling::kCls) {
+        kernels::cls_pool(pooled.data(), outputs.hidden.data<float>(), batch.sequence_offsets.data(), rows, C);
+      } else {
+        kernels::mean_pool(pooled.data(), outputs.hidden.data<float>(), batch.sequence_offsets.data(), rows, C);
+      }
+      source = pooled.data();
     }
     for (int64_t k = 0; k < rows; ++k) {
-      std::copy_n(pooled.data() + k * C, C, out + indices[k] * C);
+      std::copy_n(source + k * C, C, out + indices[k] * C);
     }
   });
   if (normalize) kernels::l2_normalize_rows(out, S, C);
@@ -301,6 +327,7 @@ Tensor TextPipeline::embed(std::span<const std::string> texts, Pooling pooling, 
 std::vector<Classification> TextPipeline::classify_encodings(std::span<const text::Encoding> encodings) {
   const int64_t L = model_->num_labels;
   std::vector<Classification> results(encodings.size());
+  const SequenceOutputsOnly sequence_outputs(*session_);  // only the (S, L) logits are read
   run_batches(encodings, [&](const InferenceOutputs& outputs, const PackedBatch& batch,
                              std::span<const int64_t> indices) {
     const float* logits = outputs.logits.data<float>();  // (S, L)

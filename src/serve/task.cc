@@ -455,6 +455,9 @@ void run_batch(const TaskModel& model, InferenceSession& session, std::span<Infe
     }
   }
   const auto packed = Clock::now();
+  // Classification reads only the (S, L) logits: the last layer then runs on the [CLS] rows alone.
+  // Embeddings keep every row (last_hidden_state, mean pooling).
+  session.set_sequence_outputs_only(model.task == Task::kClassification);
   const InferenceOutputs& outputs = session.run(batch);
   const auto ran = Clock::now();
 

@@ -976,6 +976,8 @@ EvalResult Trainer::Impl::evaluate_only() {
   message(str_cat(task_head_name(head), ": ", eval_examples.size(), " evaluation sequences",
                   inference->low_precision ? " (bf16/int8 layers)" : " (f32)"));
   session = std::make_unique<InferenceSession>(inference);
+  // infer() reads only the (S, L) logits of sequence classification: the last layer on [CLS] rows.
+  session->set_sequence_outputs_only(head == TaskHead::kSequenceClassification);
   return evaluate(0);
 }
 
