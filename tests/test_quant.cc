@@ -43,11 +43,6 @@ fs::path minilm_dir() {
 
 fs::path tweets_csv() { return scalebert::testing::source_dir() / "examples/data/financial_tweets_sample.csv"; }
 
-#define REQUIRE_CPU(precision)                                                                            \
-  if (kernels::supported_precision(precision) != (precision)) {                                          \
-    GTEST_SKIP() << "this CPU lacks the instructions for " << kernels::precision_name(precision);        \
-  }
-
 // Runs one batch through a session and copies the hidden states and logits out.
 struct RunResult {
   std::vector<float> hidden, logits;
@@ -91,7 +86,7 @@ class QuantTool : public ::testing::TestWithParam<ToolCase> {};
 TEST_P(QuantTool, QuantizedModelRunsCloseToF32) {
   const ToolCase param = GetParam();
   SCALEBERT_REQUIRE_PATH(fixture_path(param.fixture));
-  REQUIRE_CPU(param.dtype);
+  SCALEBERT_REQUIRE_PRECISION(param.dtype);
   const fs::path out = scratch_dir(str_cat(param.fixture, "_", kernels::precision_name(param.dtype)));
   quant::QuantizeOptions options;
   options.dtype = param.dtype;
@@ -163,7 +158,7 @@ TEST(Quant, RequantizingDequantizedWeightsIsExact) {
 
 TEST(Quant, PerLayerErrorsAreBoundedAndKeptLayersAreExact) {
   SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls"));
-  REQUIRE_CPU(Precision::kInt8);
+  SCALEBERT_REQUIRE_PRECISION(Precision::kInt8);
   const fs::path out = scratch_dir("keep");
   quant::QuantizeOptions options;
   options.keep_f32 = {"classifier", "encoder.layer.1"};
@@ -203,7 +198,7 @@ TEST(Quant, PerLayerErrorsAreBoundedAndKeptLayersAreExact) {
 
 TEST(Quant, StaticCalibrationFusesScalesAndStaysClose) {
   SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert"));
-  REQUIRE_CPU(Precision::kInt8);
+  SCALEBERT_REQUIRE_PRECISION(Precision::kInt8);
   const fs::path out = scratch_dir("static");
   const fs::path samples = scratch_dir("samples.txt");
   {
@@ -234,7 +229,7 @@ TEST(Quant, StaticCalibrationFusesScalesAndStaysClose) {
 
 TEST(Quant, BadInputsAreClearErrors) {
   SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert"));
-  REQUIRE_CPU(Precision::kInt8);
+  SCALEBERT_REQUIRE_PRECISION(Precision::kInt8);
   const fs::path out = scratch_dir("bad");
   quant::QuantizeOptions options;
   quant::quantize_model(fixture_path("tiny-bert"), out, options);

@@ -44,11 +44,6 @@ const std::vector<std::string>& sample_texts() {
   return texts;
 }
 
-#define REQUIRE_CPU(precision)                                                                     \
-  if (kernels::supported_precision(precision) != (precision)) {                                   \
-    GTEST_SKIP() << "this CPU lacks the instructions for " << kernels::precision_name(precision); \
-  }
-
 std::string classification_config() {
   return R"(max_batch_size: 8
 input [ { name: "text" data_type: TYPE_STRING dims: [ 1 ] } ]
@@ -162,8 +157,8 @@ size_t packed_bytes_without_table(InferenceServer& server, const std::string& na
 // the same folder, the quantized ones are within the quantization bounds of f32, and labels agree.
 TEST(ServeQuant, Int8AndBf16ClassifiersAnswerAsThePipelineAndCloseToF32) {
   SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
-  REQUIRE_CPU(Precision::kInt8);
-  REQUIRE_CPU(Precision::kBF16);
+  SCALEBERT_REQUIRE_PRECISION(Precision::kInt8);
+  SCALEBERT_REQUIRE_PRECISION(Precision::kBF16);
   TempDir dir;
   const fs::path int8_dir = quantize("tiny-bert-cls", Precision::kInt8, dir / "cls-int8");
   const fs::path bf16_dir = quantize("tiny-bert-cls", Precision::kBF16, dir / "cls-bf16");
@@ -220,7 +215,7 @@ TEST(ServeQuant, Int8AndBf16ClassifiersAnswerAsThePipelineAndCloseToF32) {
 // the int8 folder and stay close to the f32 embeddings.
 TEST(ServeQuant, Int8EmbeddingsAnswerAsThePipeline) {
   SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert") / "config.json");
-  REQUIRE_CPU(Precision::kInt8);
+  SCALEBERT_REQUIRE_PRECISION(Precision::kInt8);
   TempDir dir;
   const fs::path int8_dir = quantize("tiny-bert", Precision::kInt8, dir / "emb-int8");
   const fs::path repository = dir / "repository";
@@ -249,7 +244,7 @@ TEST(ServeQuant, Int8EmbeddingsAnswerAsThePipeline) {
 // corrupt: served through the config's store_roots with failover, answering as the int8 folder.
 TEST(ServeQuant, Int8FromACheckpointStore) {
   SCALEBERT_REQUIRE_PATH(fixture_path("tiny-bert-cls") / "config.json");
-  REQUIRE_CPU(Precision::kInt8);
+  SCALEBERT_REQUIRE_PRECISION(Precision::kInt8);
   TempDir dir;
   const fs::path int8_dir = quantize("tiny-bert-cls", Precision::kInt8, dir / "cls-int8");
   const std::vector<fs::path> roots = {dir / "stores/r0", dir / "stores/r1"};

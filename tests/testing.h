@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "core/tensor.h"
+#include "kernels/cpu/low_precision_matmul.h"
 
 namespace scalebert {
 struct BertModel;
@@ -52,6 +53,13 @@ std::string absent_path_message(const std::filesystem::path& path);
         ::std::filesystem::exists(scalebert_required_path)) {               \
     } else                                                                  \
       GTEST_SKIP() << ::scalebert::testing::absent_path_message(scalebert_required_path)
+
+// Skips the running test unless this CPU runs `precision` natively (kernels::supported_precision
+// would fall back to another one), naming the precision the instructions are missing for.
+#define SCALEBERT_REQUIRE_PRECISION(precision)                                                      \
+  if (::scalebert::kernels::supported_precision(precision) != (precision)) {                       \
+    GTEST_SKIP() << "this CPU lacks the instructions for " << ::scalebert::kernels::precision_name(precision); \
+  }
 
 namespace scalebert::testing {
 
