@@ -53,22 +53,13 @@ std::pair<char, std::string_view> split_tag(std::string_view label) {
   return {'I', label};
 }
 
-// The session's sequence-outputs-only mode (InferenceSession::set_sequence_outputs_only) for one
-// task call that reads only per-sequence outputs; off again however the call ends.
-class SequenceOutputsOnly {
- public:
-  explicit SequenceOutputsOnly(InferenceSession& session) : session_(session) {
-    session_.set_sequence_outputs_only(true);
-  }
-  ~SequenceOutputsOnly() { session_.set_sequence_outputs_only(false); }
-  SequenceOutputsOnly(const SequenceOutputsOnly&) = delete;
-  SequenceOutputsOnly& operator=(const SequenceOutputsOnly&) = delete;
-
- private:
-  InferenceSession& session_;
-};
-
 }  // namespace
+
+TextPipeline::SequenceOutputsOnly::SequenceOutputsOnly(TextPipeline& pipeline) : session_(*pipeline.session_) {
+  session_.set_sequence_outputs_only(true);
+}
+
+TextPipeline::SequenceOutputsOnly::~SequenceOutputsOnly() { session_.set_sequence_outputs_only(false); }
 
 std::string_view pooling_name(Pooling pooling) { return pooling == Pooling::kCls ? "cls" : "mean"; }
 
@@ -299,7 +290,7 @@ Tensor TextPipeline::embed(std::span<const std::string> texts, Pooling pooling, 
   // [CLS] pooling reads one row per sequence: the last layer then runs on those rows only (a
   // token head keeps every row, and the [CLS] rows come from hidden).
   std::optional<SequenceOutputsOnly> sequence_outputs;
-  if (pooling == Pooling::kCls) sequence_outputs.emplace(*session_);
+  if (pooling == Pooling::kCls) sequence_outputs.emplace(*this);
   run_batches(encodings, [&](const InferenceOutputs& outputs, const PackedBatch& batch,
                              std::span<const int64_t> indices) {
     const int64_t rows = batch.sequences();
@@ -327,7 +318,7 @@ Tensor TextPipeline::embed(std::span<const std::string> texts, Pooling pooling, 
 std::vector<Classification> TextPipeline::classify_encodings(std::span<const text::Encoding> encodings) {
   const int64_t L = model_->num_labels;
   std::vector<Classification> results(encodings.size());
-  const SequenceOutputsOnly sequence_outputs(*session_);  // only the (S, L) logits are read
+  const SequenceOutputsOnly sequence_outputs(*this);  // only the (S, L) logits are read
   run_batches(encodings, [&](const InferenceOutputs& outputs, const PackedBatch& batch,
                              std::span<const int64_t> indices) {
     const float* logits = outputs.logits.data<float>();  // (S, L)

@@ -164,6 +164,20 @@ class TextPipeline {
       std::function<void(const InferenceOutputs& outputs, const PackedBatch& batch, std::span<const int64_t> indices)>;
   void run_batches(std::span<const text::Encoding> encodings, const BatchConsumer& consume);
 
+  // Held by a run_batches caller that reads only per-sequence outputs (pooled, sequence logits,
+  // cls_hidden): the last layer then runs past its attention on the [CLS] rows only
+  // (InferenceSession::set_sequence_outputs_only), and is back to every row however the scope ends.
+  class SequenceOutputsOnly {
+   public:
+    explicit SequenceOutputsOnly(TextPipeline& pipeline);
+    ~SequenceOutputsOnly();
+    SequenceOutputsOnly(const SequenceOutputsOnly&) = delete;
+    SequenceOutputsOnly& operator=(const SequenceOutputsOnly&) = delete;
+
+   private:
+    InferenceSession& session_;
+  };
+
  private:
   TextPipeline() = default;
   void require_head(TaskHead head, std::string_view task) const;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -83,12 +84,17 @@ Tensor compute_features(pipeline::TextPipeline& pipeline, const std::vector<std:
   Tensor features = Tensor::empty({S, C}, DType::kF32);  // (S, C)
   float* out = features.data<float>();
   std::vector<float> pooled;  // (batch sequences, C)
+  // cls and pooler features read one row per sequence: the last layer runs on those rows only.
+  std::optional<pipeline::TextPipeline::SequenceOutputsOnly> sequence_outputs;
+  if (pooling != FeaturePooling::kMean) sequence_outputs.emplace(pipeline);
   pipeline.run_batches(encodings, [&](const InferenceOutputs& outputs, const PackedBatch& batch,
                                       std::span<const int64_t> indices) {
     const int64_t rows = batch.sequences();
     const float* source = nullptr;
     if (pooling == FeaturePooling::kPooler) {
       source = outputs.pooled.data<float>();  // (rows, C)
+    } else if (pooling == FeaturePooling::kCls && outputs.cls_hidden.defined()) {
+      source = outputs.cls_hidden.data<float>();  // (rows, C)
     } else {
       pooled.resize(static_cast<size_t>(rows * C));
       if (pooling == FeaturePooling::kCls) {
