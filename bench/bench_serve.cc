@@ -3,7 +3,7 @@
 // throughput, p50/p99 latency and the mean batch the server ran. Bounded: each point runs for
 // --seconds (and at most --max-requests requests), and the server only listens on 127.0.0.1.
 //
-//   bench_serve --model DIR [--seconds 3] [--concurrency 1,8,32,64] [--delay-us 5000]
+//   bench_serve --model DIR [--task embeddings|classification] [--seconds 3] [--concurrency 1,8,32,64] [--delay-us 5000]
 //               [--max-batch 32] [--threads 2] [--instances 1] [--texts FILE] [--binary]
 #include <httplib.h>
 
@@ -60,12 +60,15 @@ struct Args {
   int threads = 2;
   int instances = 1;
   bool binary = false;
+  // embeddings (mean pooling, every row) or classification (a fine-tuned classifier folder: logits,
+  // the last layer on the [CLS] rows only).
+  std::string task = "embeddings";
   std::vector<std::string> texts = kTweets;
 };
 
 [[noreturn]] void usage(const char* problem) {
   std::fprintf(stderr,
-               "bench_serve: %s\nusage: bench_serve --model DIR [--seconds S] [--max-requests N] "
+               "bench_serve: %s\nusage: bench_serve --model DIR [--task embeddings|classification] [--seconds S] [--max-requests N] "
                "[--concurrency 1,8,32] [--delay-us US] [--max-batch N] [--threads N] [--instances N] [--texts FILE] [--binary]\n",
                problem);
   std::exit(2);
@@ -87,6 +90,7 @@ Args parse(int argc, char** argv) {
     else if (flag == "--threads") args.threads = std::stoi(value());
     else if (flag == "--instances") args.instances = std::stoi(value());
     else if (flag == "--binary") args.binary = true;
+    else if (flag == "--task") args.task = value();
     else if (flag == "--concurrency") {
       args.concurrency.clear();
       std::stringstream list(value());
@@ -103,12 +107,16 @@ Args parse(int argc, char** argv) {
     }
   }
   if (args.model.empty()) usage("--model is required");
+  if (args.task != "embeddings" && args.task != "classification") usage("--task must be embeddings or classification");
   if (args.seconds <= 0 || args.seconds > 60) usage("--seconds must be in (0, 60]");
   for (int c : args.concurrency) {
     if (c < 1 || c > 256) usage("concurrency must be in 1..256");
   }
   return args;
 }
+
+// The one output requested: the task's main tensor.
+std::string output_name(const Args& args) { return args.task == "classification" ? "logits" : "embeddings"; }
 
 // A repository with one model, "minilm", batching or not.
 fs::path make_repository(const Args& args, bool batching) {
@@ -119,9 +127,9 @@ fs::path make_repository(const Args& args, bool batching) {
   std::ofstream config(root / "minilm" / "config.pbtxt");
   config << "backend: \"scalebert\"\nmax_batch_size: " << args.max_batch << "\n"
          << "input [ { name: \"text\" data_type: TYPE_STRING dims: [ 1 ] } ]\n"
-         << "output [ { name: \"embeddings\" data_type: TYPE_FP32 dims: [ -1 ] } ]\n"
+         << "output [ { name: \"" << output_name(args) << "\" data_type: TYPE_FP32 dims: [ -1 ] } ]\n"
          << "instance_group [ { count: " << args.instances << " kind: KIND_CPU } ]\n"
-         << "parameters { key: \"task\" value: { string_value: \"embeddings\" } }\n"
+         << "parameters { key: \"task\" value: { string_value: \"" << args.task << "\" } }\n"
          << "parameters { key: \"threads\" value: { string_value: \"" << args.threads << "\" } }\n";
   if (batching) {
     config << "dynamic_batching { max_queue_delay_microseconds: " << args.delay_us
@@ -146,7 +154,7 @@ std::string request_body(const Args& args, size_t index, std::optional<size_t>& 
   text.strings = {args.texts[index % args.texts.size()]};
   text.binary = args.binary;
   request.inputs.push_back(text);
-  request.outputs.push_back({"embeddings", args.binary});
+  request.outputs.push_back({output_name(args), args.binary});
   serve::EncodedResponse encoded = serve::encode_infer_request(request);
   header_length = encoded.header_length;
   return encoded.body;
@@ -207,9 +215,9 @@ Point run_point(const Args& args, int port, int concurrency) {
 
 int main(int argc, char** argv) {
   const Args args = parse(argc, argv);
-  std::printf("# bench_serve: model %s, %zu texts, %.1f s per point, max batch %lld, queue delay %lld us, "
+  std::printf("# bench_serve: model %s (task %s), %zu texts, %.1f s per point, max batch %lld, queue delay %lld us, "
               "%d instance(s) x %d threads, %s requests, loopback HTTP/1.1 keep-alive\n",
-              args.model.string().c_str(), args.texts.size(), args.seconds, static_cast<long long>(args.max_batch),
+              args.model.string().c_str(), args.task.c_str(), args.texts.size(), args.seconds, static_cast<long long>(args.max_batch),
               static_cast<long long>(args.delay_us), args.instances, args.threads, args.binary ? "binary" : "JSON");
   std::printf("%-10s %6s %9s %8s %9s %9s %8s %11s %8s\n", "mode", "conc", "requests", "errors", "req/s", "p50 ms",
               "p99 ms", "mean batch", "batch ms");
