@@ -37,4 +37,22 @@ std::vector<fs::path> reference_files(const std::vector<ServedModel>& models) {
   return files;
 }
 
+void SuiteServer::start(const std::vector<ServedModel>& models, serve::ServerOptions options,
+                        const std::function<void(const fs::path& root)>& extra) {
+  for (const fs::path& file : reference_files(models)) {
+    if (!fs::exists(file)) return;
+  }
+  repository_ = std::make_unique<TempDir>();
+  write_model_repository(repository_->path(), models);
+  if (extra) extra(repository_->path());
+  options.model_repository = repository_->path();
+  server_ = std::make_unique<serve::InferenceServer>(options);
+  server_->start();
+}
+
+void SuiteServer::stop() {
+  server_.reset();
+  repository_.reset();
+}
+
 }  // namespace scalebert::testing

@@ -4,8 +4,12 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "serve/server.h"
 
 #include "testing.h"
 
@@ -35,6 +39,25 @@ void write_model_repository(const std::filesystem::path& root, const std::vector
 // fixture_path(model.fixture) / "reference.safetensors" for every model: the transformers outputs the
 // tests compare with, made by reference/make_tiny_bert.py with the fixture itself.
 std::vector<std::filesystem::path> reference_files(const std::vector<ServedModel>& models);
+
+// One InferenceServer per test suite, over a temporary repository of `models`: starting one loads
+// every model, so a suite's tests share it (start in SetUpTestSuite, stop in TearDownTestSuite).
+class SuiteServer {
+ public:
+  // Writes the repository (then `extra` adds to it, when given), points options.model_repository
+  // at it and starts the server. Does nothing when a reference file of `models` is missing: the
+  // suite's SetUp skips with SCALEBERT_REQUIRE_REFERENCES, then finds server() null.
+  void start(const std::vector<ServedModel>& models, serve::ServerOptions options,
+             const std::function<void(const std::filesystem::path& root)>& extra = {});
+  // Stops the server, then removes the repository.
+  void stop();
+  serve::InferenceServer* server() const { return server_.get(); }
+  const std::filesystem::path& repository() const { return repository_->path(); }
+
+ private:
+  std::unique_ptr<TempDir> repository_;
+  std::unique_ptr<serve::InferenceServer> server_;
+};
 
 }  // namespace scalebert::testing
 

@@ -79,12 +79,18 @@ parameters { key: "max_sequence_length" value: { string_value: "8" } })"},
 
 // The served models (version folders are symlinks to the fixtures) in `root`, and a model whose
 // only version folder holds no model: reported UNAVAILABLE with the reason.
-void write_repository(const fs::path& root) {
-  testing::write_model_repository(root, served_models());
+// A model that fails to load (its version folder is empty), beside the served ones.
+void write_broken_model(const fs::path& root) {
   fs::create_directories(root / "broken" / "1");
   std::ofstream(root / "broken" / "config.pbtxt")
       << "max_batch_size: 1 input { name: 'text' data_type: TYPE_STRING dims: 1 } "
          "output { name: 'embeddings' data_type: TYPE_FP32 dims: -1 }";
+}
+
+// The suite's whole repository: the served models and the broken one.
+void write_repository(const fs::path& root) {
+  testing::write_model_repository(root, served_models());
+  write_broken_model(root);
 }
 
 struct Reply {
@@ -164,38 +170,24 @@ const WireTensor& output(const InferResponse& response, const std::string& name)
 class ServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    for (const fs::path& file : testing::reference_files(served_models())) {
-      if (!fs::exists(file)) return;
-    }
-    repository_ = new TempDir();
-    write_repository(repository_->path());
     ServerOptions options;
-    options.model_repository = repository_->path();
     options.http_port = 0;
     options.metrics_port = 0;
     options.max_body_bytes = 1 << 20;
     options.http_threads = 32;
     options.read_timeout = std::chrono::milliseconds(500);
-    server_ = new InferenceServer(options);
-    server_->start();
+    suite_.start(served_models(), options, write_broken_model);
   }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-    delete repository_;
-    repository_ = nullptr;
-  }
+  static void TearDownTestSuite() { suite_.stop(); }
   void SetUp() override {
     SCALEBERT_REQUIRE_REFERENCES(served_models());
-    ASSERT_NE(server_, nullptr) << "the suite's server did not start";
+    ASSERT_NE(suite_.server(), nullptr) << "the suite's server did not start";
   }
-  static int port() { return server_->http_port(); }
+  static int port() { return suite_.server()->http_port(); }
 
-  static InferenceServer* server_;
-  static TempDir* repository_;  // the suite's repository, removed after its last test
+  static testing::SuiteServer suite_;
 };
-InferenceServer* ServerTest::server_ = nullptr;
-TempDir* ServerTest::repository_ = nullptr;
+testing::SuiteServer ServerTest::suite_;
 
 TEST_F(ServerTest, HealthMetadataConfigAndRepositoryIndex) {
   Client client(port());
@@ -230,7 +222,7 @@ TEST_F(ServerTest, HealthMetadataConfigAndRepositoryIndex) {
   EXPECT_TRUE(broken_reported);
   // A second server cannot take a port in use (no SO_REUSEPORT sharing).
   ServerOptions clash;
-  clash.model_repository = repository_->path();
+  clash.model_repository = suite_.repository();
   clash.http_port = port();
   clash.metrics_port = -1;
   InferenceServer second(clash);
@@ -504,7 +496,7 @@ TEST_F(ServerTest, ConcurrentClientsGetTheirOwnAnswersAndMetricsCountThem) {
   EXPECT_TRUE(batched);
 
   // Prometheus text with Triton's names, counting the same requests.
-  httplib::Client metrics("127.0.0.1", server_->metrics_port());
+  httplib::Client metrics("127.0.0.1", suite_.server()->metrics_port());
   metrics.set_read_timeout(5);
   const auto result = metrics.Get("/metrics");
   ASSERT_TRUE(result);

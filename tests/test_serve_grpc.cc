@@ -191,31 +191,19 @@ void expect_same_answer(const ModelInferResponse& got, const ModelInferResponse&
 class GrpcServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    for (const fs::path& file : testing::reference_files(served_models())) {
-      if (!fs::exists(file)) return;
-    }
-    repository_ = new TempDir();
-    testing::write_model_repository(repository_->path(), served_models());
     ServerOptions options;
-    options.model_repository = repository_->path();
     options.http_port = 0;
     options.metrics_port = -1;
     options.grpc_port = 0;
     options.max_body_bytes = 1 << 20;
     options.http_threads = 16;
-    server_ = new InferenceServer(options);
-    server_->start();
+    suite_.start(served_models(), options);
   }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-    delete repository_;
-    repository_ = nullptr;
-  }
+  static void TearDownTestSuite() { suite_.stop(); }
   void SetUp() override {
     SCALEBERT_REQUIRE_REFERENCES(served_models());
-    ASSERT_NE(server_, nullptr) << "the suite's server did not start";
-    stub_ = connect(server_->grpc_port());
+    ASSERT_NE(suite_.server(), nullptr) << "the suite's server did not start";
+    stub_ = connect(suite_.server()->grpc_port());
   }
 
   // Runs `request`, expecting `code` and, for errors, a message containing `fragment`.
@@ -231,12 +219,10 @@ class GrpcServerTest : public ::testing::Test {
     return response;
   }
 
-  static InferenceServer* server_;
-  static TempDir* repository_;  // the suite's repository, removed after its last test
+  static testing::SuiteServer suite_;
   std::unique_ptr<GRPCInferenceService::Stub> stub_;
 };
-InferenceServer* GrpcServerTest::server_ = nullptr;
-TempDir* GrpcServerTest::repository_ = nullptr;
+testing::SuiteServer GrpcServerTest::suite_;
 
 TEST_F(GrpcServerTest, HealthMetadataConfigAndRepositoryIndex) {
   inference::ServerLiveResponse live;
@@ -317,10 +303,10 @@ TEST_F(GrpcServerTest, HealthMetadataConfigAndRepositoryIndex) {
 
   // A second server cannot take the gRPC port in use (no SO_REUSEPORT sharing).
   ServerOptions clash;
-  clash.model_repository = repository_->path();
+  clash.model_repository = suite_.repository();
   clash.http_port = 0;
   clash.metrics_port = -1;
-  clash.grpc_port = server_->grpc_port();
+  clash.grpc_port = suite_.server()->grpc_port();
   InferenceServer second(clash);
   EXPECT_THROW(second.start(), IoError);
 }
@@ -445,7 +431,7 @@ TEST_F(GrpcServerTest, StatisticsMatchTheHttpView) {
   ASSERT_TRUE(stub_->ModelStatistics(context().get(), request, &response).ok());
   ASSERT_EQ(response.model_stats_size(), 1);
   const auto& stats = response.model_stats(0);
-  httplib::Client http("127.0.0.1", server_->http_port());
+  httplib::Client http("127.0.0.1", suite_.server()->http_port());
   const auto reply = http.Get("/v2/models/cls/stats");
   ASSERT_TRUE(reply && reply->status == 200);
   const Json expected = Json::parse(reply->body)["model_stats"][0];
@@ -565,7 +551,7 @@ TEST_F(GrpcServerTest, FullQueueIsUnavailableAndQueueTimeoutIsUnavailable) {
   // "slow" waits 300 ms for a batch with a queue of one: a second request meanwhile is refused.
   auto first = std::async(std::launch::async, [&] {
     ModelInferResponse response;
-    return connect(server_->grpc_port())->ModelInfer(context().get(), text_request("slow", {"bank"}), &response).error_code();
+    return connect(suite_.server()->grpc_port())->ModelInfer(context().get(), text_request("slow", {"bank"}), &response).error_code();
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   infer(text_request("slow", {"bank"}), grpc::StatusCode::UNAVAILABLE, "queue full");
