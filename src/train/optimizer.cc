@@ -241,9 +241,8 @@ std::vector<double> Lamb::begin_step(const Tensor& params, const Tensor& grads, 
   const std::vector<ArenaPiece> pieces = arena_pieces(table_, begin, end);
   const std::vector<ParameterEntry>& entries = table_.entries();
   std::vector<double> piece_sums(2 * pieces.size(), 0.0);  // (pieces, 2) {sum w^2, sum u^2}
-  const float scale = grad_scale;
-  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&, w, g, m, v, scale](int64_t first,
-                                                                                       int64_t last) {
+  kernels::parallel_chunks(static_cast<int64_t>(pieces.size()), 1, [&, w, g, m, v, grad_scale](int64_t first,
+                                                                                             int64_t last) {
     const StepConstants k = c;  // a local copy: read through the captured reference, GCC's simd loop gathers
     for (int64_t p = first; p < last; ++p) {
       const ArenaPiece& piece = pieces[p];
@@ -258,7 +257,7 @@ std::vector<double> Lamb::begin_step(const Tensor& params, const Tensor& grads, 
       alignas(64) float update[kArenaPieceElements];  // (piece)
 #pragma omp simd
       for (int64_t i = 0; i < n; ++i) {
-        update_moments(mp[i], vp[i], gp[i] * scale, k);
+        update_moments(mp[i], vp[i], gp[i] * grad_scale, k);
         update[i] = lamb_direction(mp[i], vp[i], wp[i], decay, k);
       }
       piece_sums[2 * p] = squared_sum(wp, n);
