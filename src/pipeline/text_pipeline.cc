@@ -282,37 +282,43 @@ Tensor TextPipeline::embed(std::span<const std::string> texts, Pooling pooling, 
   std::vector<text::Encoding> encodings;
   encodings.reserve(texts.size());
   for (const std::string& text : texts) encodings.push_back(encode(text));
+  Tensor embeddings =
+      sequence_vectors(encodings, pooling == Pooling::kCls ? SequenceVector::kCls : SequenceVector::kMean);
+  if (normalize) kernels::l2_normalize_rows(embeddings.data<float>(), embeddings.dim(0), embeddings.dim(1));
+  stats_.seconds = seconds_since(start);
+  return embeddings;
+}
 
-  const int64_t S = static_cast<int64_t>(texts.size()), C = hidden_size();
-  Tensor embeddings = Tensor::empty({S, C}, DType::kF32);  // (S, C)
-  float* out = embeddings.data<float>();
+Tensor TextPipeline::sequence_vectors(std::span<const text::Encoding> encodings, SequenceVector which) {
+  check(which != SequenceVector::kPooler || model_->has_pooler, "pooler outputs need a model with a pooler, and ",
+        model_->directory.string(), " has none");
+  const int64_t S = static_cast<int64_t>(encodings.size()), C = hidden_size();
+  Tensor vectors = Tensor::empty({S, C}, DType::kF32);  // (S, C)
+  float* out = vectors.data<float>();
   std::vector<float> pooled;  // (batch S, C)
-  // [CLS] pooling reads one row per sequence: the last layer then runs on those rows only (a
-  // token head keeps every row, and the [CLS] rows come from hidden).
+  // A token head keeps every row (the mode does not apply), and the [CLS] rows come from hidden.
   std::optional<SequenceOutputsOnly> sequence_outputs;
-  if (pooling == Pooling::kCls) sequence_outputs.emplace(*this);
+  if (which != SequenceVector::kMean) sequence_outputs.emplace(*this);
   run_batches(encodings, [&](const InferenceOutputs& outputs, const PackedBatch& batch,
                              std::span<const int64_t> indices) {
     const int64_t rows = batch.sequences();
     const float* source = nullptr;  // (rows, C)
-    if (pooling == Pooling::kCls && outputs.cls_hidden.defined()) {
+    if (which == SequenceVector::kPooler) {
+      source = outputs.pooled.data<float>();
+    } else if (which == SequenceVector::kCls && outputs.cls_hidden.defined()) {
       source = outputs.cls_hidden.data<float>();
     } else {
       pooled.resize(static_cast<size_t>(rows * C));
-      if (pooling == Pooling::kCls) {
+      if (which == SequenceVector::kCls) {
         kernels::cls_pool(pooled.data(), outputs.hidden.data<float>(), batch.sequence_offsets.data(), rows, C);
       } else {
         kernels::mean_pool(pooled.data(), outputs.hidden.data<float>(), batch.sequence_offsets.data(), rows, C);
       }
       source = pooled.data();
     }
-    for (int64_t k = 0; k < rows; ++k) {
-      std::copy_n(source + k * C, C, out + indices[k] * C);
-    }
+    for (int64_t k = 0; k < rows; ++k) std::copy_n(source + k * C, C, out + indices[k] * C);
   });
-  if (normalize) kernels::l2_normalize_rows(out, S, C);
-  stats_.seconds = seconds_since(start);
-  return embeddings;
+  return vectors;
 }
 
 std::vector<Classification> TextPipeline::classify_encodings(std::span<const text::Encoding> encodings) {

@@ -145,6 +145,14 @@ class TextPipeline {
 
   // (S, C) F32 sentence embeddings, row s for texts[s]; L2-normalized rows when `normalize`.
   Tensor embed(std::span<const std::string> texts, Pooling pooling, bool normalize);
+
+  // What sequence_vectors() takes from each sequence: its [CLS] hidden row, the mean of its hidden
+  // rows, or the pooler output (needs a model with a pooler).
+  enum class SequenceVector { kCls, kMean, kPooler };
+  // (S, C) F32, row s for encodings[s], in input order (embed() and the frozen-encoder features).
+  // [CLS] rows and the pooler need one row per sequence, so the last layer then runs on the [CLS]
+  // rows only (SequenceOutputsOnly).
+  Tensor sequence_vectors(std::span<const text::Encoding> encodings, SequenceVector which);
   // Sequence classification of texts, or of (first, second) pairs. Needs a classification head.
   std::vector<Classification> classify(std::span<const std::string> texts);
   std::vector<Classification> classify_pairs(std::span<const std::pair<std::string, std::string>> pairs);

@@ -3,13 +3,11 @@
 
 #include <algorithm>
 #include <cstring>
-#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "io/file_util.h"
 #include "io/safetensors.h"
-#include "kernels/cpu/pooling.h"
 #include "train/data/label_map.h"
 
 namespace scalebert::train {
@@ -80,33 +78,10 @@ Tensor compute_features(pipeline::TextPipeline& pipeline, const std::vector<std:
   for (size_t i = 0; i < texts.size(); ++i) {
     encodings.push_back(pairs.empty() ? pipeline.encode(texts[i]) : pipeline.encode_pair(texts[i], pairs[i]));
   }
-  const int64_t S = static_cast<int64_t>(texts.size()), C = pipeline.hidden_size();
-  Tensor features = Tensor::empty({S, C}, DType::kF32);  // (S, C)
-  float* out = features.data<float>();
-  std::vector<float> pooled;  // (batch sequences, C)
-  // cls and pooler features read one row per sequence: the last layer runs on those rows only.
-  std::optional<pipeline::TextPipeline::SequenceOutputsOnly> sequence_outputs;
-  if (pooling != FeaturePooling::kMean) sequence_outputs.emplace(pipeline);
-  pipeline.run_batches(encodings, [&](const InferenceOutputs& outputs, const PackedBatch& batch,
-                                      std::span<const int64_t> indices) {
-    const int64_t rows = batch.sequences();
-    const float* source = nullptr;
-    if (pooling == FeaturePooling::kPooler) {
-      source = outputs.pooled.data<float>();  // (rows, C)
-    } else if (pooling == FeaturePooling::kCls && outputs.cls_hidden.defined()) {
-      source = outputs.cls_hidden.data<float>();  // (rows, C)
-    } else {
-      pooled.resize(static_cast<size_t>(rows * C));
-      if (pooling == FeaturePooling::kCls) {
-        kernels::cls_pool(pooled.data(), outputs.hidden.data<float>(), batch.sequence_offsets.data(), rows, C);
-      } else {
-        kernels::mean_pool(pooled.data(), outputs.hidden.data<float>(), batch.sequence_offsets.data(), rows, C);
-      }
-      source = pooled.data();
-    }
-    for (int64_t k = 0; k < rows; ++k) std::copy_n(source + k * C, C, out + indices[k] * C);
-  });
-  return features;
+  using Vector = pipeline::TextPipeline::SequenceVector;
+  return pipeline.sequence_vectors(encodings, pooling == FeaturePooling::kCls    ? Vector::kCls
+                                              : pooling == FeaturePooling::kMean ? Vector::kMean
+                                                                                 : Vector::kPooler);
 }
 
 namespace {
