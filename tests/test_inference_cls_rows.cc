@@ -126,15 +126,7 @@ std::shared_ptr<const BertModel> load_model(const std::string& name) {
   config.intermediate_size = 1536;
   config.max_position_embeddings = 64;
   auto model = std::make_shared<BertModel>(BertModel::create(config, TaskHead::kSequenceClassification, true, 3));
-  std::mt19937 generator(11);
-  std::normal_distribution<float> normal(0.0f, 0.05f);
-  for (const ParameterEntry& entry : model->parameters.entries()) {
-    Tensor values = model->parameters.get(entry.name);
-    const bool norm_weight = entry.name.find("LayerNorm.weight") != std::string::npos;
-    for (int64_t i = 0; i < values.numel(); ++i) {
-      values.data<float>()[i] = norm_weight ? 1.0f + normal(generator) : normal(generator);
-    }
-  }
+  scalebert::testing::fill_random_parameters(*model, 11);
   return model;
 }
 

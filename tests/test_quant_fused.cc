@@ -298,13 +298,8 @@ TEST(QuantFused, EncoderFusedEqualsUnfused) {
   config.intermediate_size = 512;
   config.max_position_embeddings = 256;
   auto model = std::make_shared<BertModel>(BertModel::create(config, TaskHead::kTokenClassification, true, 3));
-  std::mt19937 generator(5);
-  std::normal_distribution<float> normal(0.0f, 0.05f);
-  for (const ParameterEntry& entry : model->parameters.entries()) {
-    Tensor values = model->parameters.get(entry.name);
-    const bool norm_weight = entry.name.find("LayerNorm.weight") != std::string::npos;
-    for (int64_t i = 0; i < values.numel(); ++i) values.data<float>()[i] = norm_weight ? 1.0f + normal(generator) : normal(generator);
-  }
+  scalebert::testing::fill_random_parameters(*model, 5);
+  std::mt19937 generator(6);  // token ids
   PrecisionPlan all_int8, mixed;
   for (const std::string& linear : quant::linear_names(*model)) {
     all_int8.layers[quant::plan_key(linear)] = {Precision::kInt8, 0.0f};
@@ -358,15 +353,10 @@ TEST(QuantFused, LoadReleasesTheF32TableAndRunsTheSame) {
   config.intermediate_size = 256;
   config.max_position_embeddings = 64;
   BertModel model = BertModel::create(config, TaskHead::kNone, true, 0);
-  std::mt19937 generator(9);
-  std::normal_distribution<float> normal(0.0f, 0.05f);
+  scalebert::testing::fill_random_parameters(model, 9);
+  std::mt19937 generator(10);  // token ids
   std::vector<std::pair<std::string, Tensor>> tensors;
-  for (const ParameterEntry& entry : model.parameters.entries()) {
-    Tensor values = model.parameters.get(entry.name);
-    const bool norm_weight = entry.name.find("LayerNorm.weight") != std::string::npos;
-    for (int64_t i = 0; i < values.numel(); ++i) values.data<float>()[i] = (norm_weight ? 1.0f : 0.0f) + normal(generator);
-    tensors.emplace_back(entry.name, values);
-  }
+  for (const ParameterEntry& entry : model.parameters.entries()) tensors.emplace_back(entry.name, model.parameters.get(entry.name));
   config.save(root / "f32" / "config.json");
   save_safetensors(root / "f32" / "model.safetensors", tensors);
   quant::quantize_model(root / "f32", root / "int8", quant::QuantizeOptions{});

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <random>
 
 #include "core/error.h"
 #include "io/store/store.h"
@@ -188,6 +189,17 @@ train::TrainConfig tiny_train_config(const TempDir& dir, const std::string& task
 }
 
 // ---------------------------------------------------------------------------------------------
+
+void fill_random_parameters(BertModel& model, uint32_t seed, float stddev) {
+  std::mt19937 generator(seed);
+  std::normal_distribution<float> normal(0.0f, stddev);
+  for (const ParameterEntry& entry : model.parameters.entries()) {
+    Tensor values = model.parameters.get(entry.name);
+    const float center = entry.name.find("LayerNorm.weight") != std::string::npos ? 1.0f : 0.0f;
+    float* data = values.data<float>();
+    for (int64_t i = 0; i < values.numel(); ++i) data[i] = center + normal(generator);
+  }
+}
 
 BertModel negated_classifier(const fs::path& model_dir) {
   BertModel model = BertModel::load(model_dir);

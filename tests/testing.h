@@ -130,6 +130,10 @@ std::string tiny_mlm_text(int lines);
 // gradient accumulation 2, warmup 2, 8 steps, logging every step, evaluation every 3, seed 7.
 train::TrainConfig tiny_train_config(const TempDir& dir, const std::string& task, const std::string& out);
 
+// Sets every parameter of `model` to a draw from N(0, stddev^2), LayerNorm weights to 1 + that: a
+// random model of any shape whose activations stay O(1) (std::mt19937 seeded with `seed`).
+void fill_random_parameters(BertModel& model, uint32_t seed, float stddev = 0.05f);
+
 // ---------------------------------------------------------------------------------------------
 // Models and corruptions for checkpoint-store tests.
 
