@@ -568,14 +568,12 @@ TEST_F(ServerTest, ReloadAndUnloadNeverDropRequestsInFlight) {
 // stop() drains: requests queued when it is called still get their answers.
 TEST(ServerLifecycle, StopDrainsQueuedRequests) {
   SCALEBERT_REQUIRE_REFERENCES(served_models());
-  const TempDir root;
-  write_repository(root.path());
   ServerOptions options;
-  options.model_repository = root.path();
   options.http_port = 0;
   options.metrics_port = -1;
-  auto server = std::make_unique<InferenceServer>(options);
-  server->start();
+  testing::SuiteServer served;  // a server of the test's own: it gets stopped
+  served.start(served_models(), options, write_broken_model);
+  InferenceServer* server = served.server();
   const int server_port = server->http_port();
   const std::string request = R"({"inputs":[{"name":"text","datatype":"BYTES","shape":[1,1],"data":["bank"]}]})";
   // "slow" holds the request ~300 ms in its queue; stop() is called while it waits.
@@ -584,7 +582,7 @@ TEST(ServerLifecycle, StopDrainsQueuedRequests) {
   server->stop();
   const Reply reply = queued.get();
   EXPECT_EQ(reply.status, 200) << reply.body;
-  server.reset();
+  served.stop();
 }
 
 // The command: SIGTERM drains and exits 0.

@@ -188,13 +188,19 @@ void expect_same_answer(const ModelInferResponse& got, const ModelInferResponse&
   }
 }
 
+// gRPC on a free loopback port, HTTP on another, no metrics port.
+ServerOptions grpc_options() {
+  ServerOptions options;
+  options.http_port = 0;
+  options.metrics_port = -1;
+  options.grpc_port = 0;
+  return options;
+}
+
 class GrpcServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ServerOptions options;
-    options.http_port = 0;
-    options.metrics_port = -1;
-    options.grpc_port = 0;
+    ServerOptions options = grpc_options();
     options.max_body_bytes = 1 << 20;
     options.http_threads = 16;
     suite_.start(served_models(), options);
@@ -762,15 +768,9 @@ TEST(GrpcCodec, RawContentsRoundTrip) {
 // stop() drains: an RPC queued when it is called still gets its answer; then the port is closed.
 TEST(GrpcServerLifecycle, StopDrainsQueuedRequests) {
   SCALEBERT_REQUIRE_REFERENCES(served_models());
-  const TempDir root;
-  testing::write_model_repository(root.path(), served_models());
-  ServerOptions options;
-  options.model_repository = root.path();
-  options.http_port = 0;
-  options.metrics_port = -1;
-  options.grpc_port = 0;
-  auto server = std::make_unique<InferenceServer>(options);
-  server->start();
+  testing::SuiteServer served;  // a server of the test's own: it gets stopped
+  served.start(served_models(), grpc_options());
+  InferenceServer* server = served.server();
   const int port = server->grpc_port();
   auto queued = std::async(std::launch::async, [&] {
     ModelInferResponse response;
@@ -785,7 +785,7 @@ TEST(GrpcServerLifecycle, StopDrainsQueuedRequests) {
   inference::ServerLiveResponse live;
   const grpc::Status after = connect(port)->ServerLive(context(2).get(), {}, &live);
   EXPECT_EQ(after.error_code(), grpc::StatusCode::UNAVAILABLE) << "the port still answers after stop()";
-  server.reset();
+  served.stop();
 }
 
 // stop() ends open streams once the requests they hold are answered: one idle (its handler waits in
@@ -793,15 +793,9 @@ TEST(GrpcServerLifecycle, StopDrainsQueuedRequests) {
 // answer. Neither holds the drain for gRPC's 60 s grace (nor until the clients' 30 s deadlines).
 TEST(GrpcServerLifecycle, StopEndsOpenStreamsOnceAnswered) {
   SCALEBERT_REQUIRE_REFERENCES(served_models());
-  const TempDir root;
-  testing::write_model_repository(root.path(), served_models());
-  ServerOptions options;
-  options.model_repository = root.path();
-  options.http_port = 0;
-  options.metrics_port = -1;
-  options.grpc_port = 0;
-  auto server = std::make_unique<InferenceServer>(options);
-  server->start();
+  testing::SuiteServer served;  // a server of the test's own: it gets stopped
+  served.start(served_models(), grpc_options());
+  InferenceServer* server = served.server();
   const auto stub = connect(server->grpc_port());
   const auto idle_context = context(), busy_context = context();
   auto idle = stub->ModelStreamInfer(idle_context.get());
@@ -832,7 +826,7 @@ TEST(GrpcServerLifecycle, StopEndsOpenStreamsOnceAnswered) {
   EXPECT_EQ(busy_status.error_code(), grpc::StatusCode::CANCELLED) << busy_status.error_message();
   EXPECT_EQ(idle_status.error_code(), grpc::StatusCode::CANCELLED) << idle_status.error_message();
   EXPECT_LT(seconds, 10.0) << "an open stream held up stop()";
-  server.reset();
+  served.stop();
 }
 
 }  // namespace
