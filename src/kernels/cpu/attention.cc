@@ -248,7 +248,6 @@ void attention_head(const HeadProblem& p, float* scratch) {
 
 #endif
 
-
 // ---------------------------------------------------------------------------------------------
 // bf16 products (VDPBF16PS) for the low-precision engines. Per (sequence, head) pair, with pairs
 // of bf16 packed in 32-bit words (word = (x[2k], x[2k+1]), the order VDPBF16PS multiplies in):
