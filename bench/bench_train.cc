@@ -1,4 +1,4 @@
-// Training throughput of a whole step (forward, loss, backward, clipping, AdamW, repacking) for
+// Training throughput of a whole step (forward, loss, backward, clipping, AdamW) for
 // sequence classification: BERT-base (batch 8 x 128 tokens) and a small BERT (4 layers, hidden
 // 256, 4 heads, FFN 1024, batch 32 x 64 tokens). Reports the median step time over the timed
 // steps, sequences/s, the fraction of the GEMM-only limit, and memory.
@@ -96,9 +96,8 @@ void run(const BenchShape& shape, int steps, double peak_gflops, bool json, bool
 
   std::vector<double> seconds, cpu;
   // Wall seconds of each phase of a step, for --breakdown: where the time outside the products goes.
-  constexpr int kPhases = 5;
-  const char* phase_names[kPhases] = {"zero gradients", "forward+backward", "clip (norm)", "AdamW (+clip scale)",
-                                      "repack weights"};
+  constexpr int kPhases = 4;
+  const char* phase_names[kPhases] = {"zero gradients", "forward+backward", "clip (norm)", "AdamW (+clip scale)"};
   std::vector<double> phase_seconds[kPhases];
   double last_loss = 0.0;
   for (int step = 0; step < steps + 1; ++step) {  // step 0 plans buffers and builds oneDNN steps
@@ -119,8 +118,6 @@ void run(const BenchShape& shape, int steps, double peak_gflops, bool json, bool
     lap(2);
     optimizer.step(values, gradients, 1e-5, static_cast<float>(clip.scale));
     lap(3);
-    graph.parameters_changed();
-    lap(4);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (step > 0) seconds.push_back(elapsed), cpu.push_back(cpu_seconds() - cpu_start);
   }

@@ -1,5 +1,5 @@
 // oneDNN linear steps against the plain double-accumulation reference: shapes, epilogues, residual
-// sum, strided rows, guard bytes.
+// sum, strided rows, guard bytes; packed weights and plain views (which read updated weights in place).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -30,8 +30,8 @@ struct Case {
   bool with_bias;
 };
 
-void run_case(const Case& c) {
-  SCOPED_TRACE(::testing::Message() << "rows=" << c.rows << " in=" << c.in_features << " out=" << c.out_features
+void run_case(const Case& c, bool plain_view) {
+  SCOPED_TRACE(::testing::Message() << (plain_view ? "plain view " : "packed ") << "rows=" << c.rows << " in=" << c.in_features << " out=" << c.out_features
                                   << " epilogue=" << static_cast<int>(c.epilogue) << " accumulate=" << c.accumulate);
   Tensor weight = Tensor::empty({c.out_features, c.in_features}, DType::kF32);
   std::vector<float> weight_values = random_vector(weight.numel(), 1, 0.2f);
@@ -42,7 +42,7 @@ void run_case(const Case& c) {
     std::vector<float> bias_values = random_vector(bias.numel(), 2);
     std::copy(bias_values.begin(), bias_values.end(), bias.data<float>());
   }
-  PackedLinear linear(weight, bias);
+  PackedLinear linear = plain_view ? PackedLinear::plain_view(weight, bias) : PackedLinear(weight, bias);
 
   // x has a wider row stride than its width: the step must read only the first in_features columns.
   const int64_t x_stride = c.in_features + 3;
@@ -88,13 +88,46 @@ TEST(Matmul, MatchesReferenceAcrossShapesAndEpilogues) {
       {5, 48, 48, Epilogue::kTanh, false, true},      {130, 128, 384, Epilogue::kNone, true, true},
       {3, 20, 11, Epilogue::kNone, false, false},     {64, 256, 64, Epilogue::kGeluErf, true, false},
   };
-  for (const Case& c : cases) run_case(c);
+  for (const Case& c : cases) {
+    run_case(c, false);
+    run_case(c, true);
+  }
+}
+
+// A plain view reads the weights in place: a step built before the values change sees the new ones
+// (the trainer updates its parameters after building its steps and never rebuilds them).
+TEST(Matmul, PlainViewSeesUpdatedWeights) {
+  const int64_t rows = 40, in = 96, out = 72;
+  Tensor weight = Tensor::empty({out, in}, DType::kF32);
+  Tensor bias = Tensor::empty({out}, DType::kF32);
+  std::vector<float> x = random_vector(rows * in, 5);
+  std::vector<float> y(rows * out), expected(rows * out);
+  PackedLinear linear = PackedLinear::plain_view(weight, bias);
+  LinearStep step(linear, x.data(), in, y.data(), out, rows, Epilogue::kNone, false);
+  std::shared_ptr<void> scratch = allocate_aligned(step.scratchpad_bytes());
+  step.bind_scratchpad(scratch.get());
+  dnnl::stream stream(cpu_engine());
+  for (uint32_t round = 0; round < 2; ++round) {
+    std::vector<float> weight_values = random_vector(weight.numel(), 10 + round, 0.2f);
+    std::vector<float> bias_values = random_vector(bias.numel(), 20 + round);
+    std::copy(weight_values.begin(), weight_values.end(), weight.data<float>());
+    std::copy(bias_values.begin(), bias_values.end(), bias.data<float>());
+    step.run(stream);
+    stream.wait();
+    linear_reference(x.data(), weight.data<float>(), bias.data<float>(), expected.data(), rows, in, out,
+                     Epilogue::kNone, false);
+    for (int64_t i = 0; i < rows * out; ++i) {
+      ASSERT_NEAR(y[i], expected[i], 1e-4f * (1.0f + std::fabs(expected[i]))) << "round " << round << " at " << i;
+    }
+  }
 }
 
 TEST(Matmul, RejectsBadShapes) {
   Tensor weight = Tensor::zeros({4, 8}, DType::kF32);
   EXPECT_THROW(PackedLinear(weight, Tensor::zeros({5}, DType::kF32)), InvalidArgument);
   EXPECT_THROW(PackedLinear(Tensor::zeros({4}, DType::kF32), Tensor()), InvalidArgument);
+  EXPECT_THROW(PackedLinear::plain_view(weight, Tensor::zeros({5}, DType::kF32)), InvalidArgument);
+  EXPECT_THROW(PackedLinear::plain_view(Tensor::zeros({4}, DType::kF32), Tensor()), InvalidArgument);
   PackedLinear linear(weight, Tensor());
   std::vector<float> buffer(64);
   EXPECT_THROW(LinearStep(linear, buffer.data(), 4, buffer.data(), 4, 2, Epilogue::kNone, false),

@@ -259,7 +259,6 @@ TEST(TrainingGraph, DropoutBackwardIsTheGradientOfTheSeededLoss) {
     const std::vector<float> original(w, w + n);
     auto loss_at = [&](double step) {
       for (int64_t i = 0; i < n; ++i) w[i] = original[static_cast<size_t>(i)] + static_cast<float>(step) * direction[static_cast<size_t>(i)];
-      graph.parameters_changed();
       std::memset(gradients.raw(), 0, gradients.nbytes());
       return graph.forward_backward(batch, 1.0f, seed).loss;
     };

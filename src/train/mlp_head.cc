@@ -121,15 +121,13 @@ MlpHead::MlpHead(const MlpHeadConfig& config, uint64_t seed) : config_(config), 
         values.data<float>()[i] = static_cast<float>((2.0 * unit - 1.0) * bound);
       }
     }
-    packed_.push_back(std::make_unique<kernels::PackedLinear>(table_.get(weight_name(l)), table_.get(bias_name(l))));
+    // The optimizer updates the weights in place; the products read them there (no packed copy).
+    linear_.push_back(std::make_unique<kernels::PackedLinear>(
+        kernels::PackedLinear::plain_view(table_.get(weight_name(l)), table_.get(bias_name(l)))));
   }
 }
 
 MlpHead::~MlpHead() = default;
-
-void MlpHead::parameters_changed() {
-  for (int64_t l = 0; l < layer_count(); ++l) packed_[l]->repack(table_.get(weight_name(l)), table_.get(bias_name(l)));
-}
 
 void MlpHead::reserve(int64_t rows) {
   if (rows <= capacity_) return;
@@ -160,7 +158,7 @@ MlpHead::Steps& MlpHead::steps(int64_t rows) {
   for (int64_t l = 0; l < layer_count(); ++l) {
     const int64_t in = widths_[l], out = widths_[l + 1];
     const float* x = l == 0 ? input_ : activation_[l - 1];
-    steps->forward.emplace_back(*packed_[l], x, in, pre_activation_[l], out, rows, kernels::Epilogue::kNone, false);
+    steps->forward.emplace_back(*linear_[l], x, in, pre_activation_[l], out, rows, kernels::Epilogue::kNone, false);
     float* dx = l == 0 ? nullptr : gradient_[l - 1];
     steps->backward.emplace_back(x, in, table_.get(weight_name(l)).data<float>(), gradient_[l], out, dx, in,
                                  table_.view(gradients_, weight_name(l)).data<float>(),
@@ -263,7 +261,6 @@ std::unique_ptr<MlpHead> MlpHead::load(const std::filesystem::path& directory) {
     const Tensor stored = file.tensor(entry.name);
     std::memcpy(head->table_.get(entry.name).data<float>(), stored.data<float>(), stored.nbytes());
   }
-  head->parameters_changed();
   return head;
 }
 
@@ -350,7 +347,6 @@ std::vector<EpochReport> train_head(MlpHead& head, const FeatureCache& train, co
       loss_sum += head.forward_backward(batch_features.data(), batch_labels.data(), rows,
                                         options.seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step)).loss;
       optimizer.step(values, head.gradients(), schedule.learning_rate(step));
-      head.parameters_changed();
     }
     EpochReport report;
     report.epoch = epoch;

@@ -82,9 +82,6 @@ class MlpHead {
   kernels::LossResult forward_backward(const float* x, const int32_t* labels, int64_t rows, uint64_t seed);
   // Logits (rows, num_classes) of x (rows, input_size), dropout off; valid until the next call.
   const float* forward(const float* x, int64_t rows);
-  // Re-reads the parameter values into the packed product layouts; call after every optimizer step
-  // (and after writing parameters directly).
-  void parameters_changed();
 
   // Writes <directory>/head.safetensors (the parameters; metadata "config" = to_json()) and
   // <directory>/head.json ({"config", plus every key of `extra`}), both atomically.
@@ -103,7 +100,7 @@ class MlpHead {
   std::vector<int64_t> widths_;  // (layers + 1): input_size, hidden..., num_classes
   ParameterTable table_;
   Tensor gradients_;
-  std::vector<std::unique_ptr<kernels::PackedLinear>> packed_;
+  std::vector<std::unique_ptr<kernels::PackedLinear>> linear_;  // plain views of the weights in table_
   dnnl::stream stream_;
 
   int64_t capacity_ = 0;  // rows the buffers hold

@@ -600,7 +600,6 @@ void Trainer::Impl::restore(const std::string& source, const TrainerState& saved
           shape_string(stored.shape()), ", this run's model ", shape_string(entry.shape));
     std::memcpy(model->parameters.get(entry.name).raw(), stored.raw(), stored.nbytes());
   }
-  graph->parameters_changed();
   load_optimizer();
   check(optimizer->step_count() == saved.global_step, "cannot resume from ", source,
         ": the optimizer state is at step ", optimizer->step_count(), " but trainer_state.json at step ",
@@ -1173,7 +1172,6 @@ TrainResult Trainer::Impl::run() {
     }
     const double learning_rate = schedule->learning_rate(step);
     optimizer->step(model->parameters.values(), gradients, learning_rate, grad_scale);
-    graph->parameters_changed();
     state.global_step = step + 1;
     state.tokens_seen += step_tokens;
     tokens_this_process += step_tokens;

@@ -74,6 +74,12 @@ Tensor contiguous_view(const ParameterTable& table, const Tensor& arena, const s
   return Tensor::view(base, std::move(shape), DType::kF32, arena.owner());
 }
 
+// The training products read the weights in place (PackedLinear::plain_view): the optimizer updates
+// them every step, and a packed copy would need reordering after each update.
+std::unique_ptr<PackedLinear> plain_view(const Tensor& weight, const Tensor& bias) {
+  return std::make_unique<PackedLinear>(PackedLinear::plain_view(weight, bias));
+}
+
 }  // namespace
 
 // One encoder layer: parameter views, gradient pointers, packed forward weights and the layer's saved
@@ -206,54 +212,33 @@ TrainingGraph::TrainingGraph(BertModel& model, Tensor gradients, DropoutRates dr
     bind("output.dense.bias", layer->output_bias, layer->d_output_bias);
     bind("output.LayerNorm.weight", layer->norm2_gamma, layer->d_norm2_gamma);
     bind("output.LayerNorm.bias", layer->norm2_beta, layer->d_norm2_beta);
-    layer->qkv = std::make_unique<PackedLinear>(layer->qkv_weight, layer->qkv_bias);
-    layer->attention_out = std::make_unique<PackedLinear>(layer->attention_out_weight, layer->attention_out_bias);
-    layer->intermediate = std::make_unique<PackedLinear>(layer->intermediate_weight, layer->intermediate_bias);
-    layer->output = std::make_unique<PackedLinear>(layer->output_weight, layer->output_bias);
+    layer->qkv = plain_view(layer->qkv_weight, layer->qkv_bias);
+    layer->attention_out = plain_view(layer->attention_out_weight, layer->attention_out_bias);
+    layer->intermediate = plain_view(layer->intermediate_weight, layer->intermediate_bias);
+    layer->output = plain_view(layer->output_weight, layer->output_bias);
     layers_.push_back(std::move(layer));
   }
   switch (model_.head) {
     case TaskHead::kSequenceClassification:
       check<Unsupported>(model_.has_pooler, "sequence classification needs a pooler");
-      pooler_ = std::make_unique<PackedLinear>(parameter("pooler.dense.weight"), parameter("pooler.dense.bias"));
-      classifier_ = std::make_unique<PackedLinear>(parameter("classifier.weight"), parameter("classifier.bias"));
+      pooler_ = plain_view(parameter("pooler.dense.weight"), parameter("pooler.dense.bias"));
+      classifier_ = plain_view(parameter("classifier.weight"), parameter("classifier.bias"));
       break;
     case TaskHead::kTokenClassification:
-      classifier_ = std::make_unique<PackedLinear>(parameter("classifier.weight"), parameter("classifier.bias"));
+      classifier_ = plain_view(parameter("classifier.weight"), parameter("classifier.bias"));
       break;
     case TaskHead::kQuestionAnswering:
-      classifier_ = std::make_unique<PackedLinear>(parameter("qa_outputs.weight"), parameter("qa_outputs.bias"));
+      classifier_ = plain_view(parameter("qa_outputs.weight"), parameter("qa_outputs.bias"));
       break;
     case TaskHead::kMaskedLM:
-      mlm_transform_ = std::make_unique<PackedLinear>(parameter("cls.predictions.transform.dense.weight"),
-                                                      parameter("cls.predictions.transform.dense.bias"));
-      mlm_decoder_ = std::make_unique<PackedLinear>(parameter("embeddings.word_embeddings.weight"),
-                                                    parameter("cls.predictions.bias"));
+      mlm_transform_ = plain_view(parameter("cls.predictions.transform.dense.weight"), parameter("cls.predictions.transform.dense.bias"));
+      mlm_decoder_ = plain_view(parameter("embeddings.word_embeddings.weight"), parameter("cls.predictions.bias"));
       break;
     case TaskHead::kNone: break;
   }
 }
 
 TrainingGraph::~TrainingGraph() = default;
-
-void TrainingGraph::parameters_changed() {
-  for (auto& layer : layers_) {
-    layer->qkv->repack(layer->qkv_weight, layer->qkv_bias);
-    layer->attention_out->repack(layer->attention_out_weight, layer->attention_out_bias);
-    layer->intermediate->repack(layer->intermediate_weight, layer->intermediate_bias);
-    layer->output->repack(layer->output_weight, layer->output_bias);
-  }
-  if (pooler_) pooler_->repack(parameter("pooler.dense.weight"), parameter("pooler.dense.bias"));
-  if (classifier_) {
-    const char* prefix = model_.head == TaskHead::kQuestionAnswering ? "qa_outputs" : "classifier";
-    classifier_->repack(parameter(str_cat(prefix, ".weight")), parameter(str_cat(prefix, ".bias")));
-  }
-  if (mlm_transform_) {
-    mlm_transform_->repack(parameter("cls.predictions.transform.dense.weight"),
-                           parameter("cls.predictions.transform.dense.bias"));
-    mlm_decoder_->repack(parameter("embeddings.word_embeddings.weight"), parameter("cls.predictions.bias"));
-  }
-}
 
 void TrainingGraph::reserve(int64_t tokens, int64_t sequences, int64_t max_length, int64_t masked_rows) {
   const BertConfig& config = model_.config;

@@ -68,9 +68,6 @@ class TrainingGraph {
   // over the R tokens with a label.
   StepLoss evaluate(const TrainingBatch& batch, Tensor* logits = nullptr);
 
-  // Re-reads the parameters into the packed oneDNN layouts; call after every optimizer step.
-  void parameters_changed();
-
   const Tensor& gradients() const { return gradients_; }
   size_t planned_bytes() const { return arena_.capacity() + scratchpad_bytes_; }
 

@@ -43,7 +43,13 @@ dnnl::algorithm epilogue_algorithm(Epilogue epilogue) {
 
 }  // namespace
 
-PackedLinear::PackedLinear(const Tensor& weight, const Tensor& bias) {
+PackedLinear::PackedLinear(const Tensor& weight, const Tensor& bias) : PackedLinear(weight, bias, false) {}
+
+PackedLinear PackedLinear::plain_view(const Tensor& weight, const Tensor& bias) {
+  return PackedLinear(weight, bias, true);
+}
+
+PackedLinear::PackedLinear(const Tensor& weight, const Tensor& bias, bool plain_view) : plain_view_(plain_view) {
   check(weight.rank() == 2 && weight.dtype() == DType::kF32, "linear weight must be 2-D F32, got ",
         shape_string(weight.shape()), " ", dtype_name(weight.dtype()));
   out_features_ = weight.dim(0);
@@ -53,30 +59,27 @@ PackedLinear::PackedLinear(const Tensor& weight, const Tensor& bias) {
   has_bias_ = bias.defined();
   if (has_bias_) bias.expect({out_features_}, DType::kF32, "linear bias");
 
-  // Ask a probe primitive for its preferred weight layout, then reorder into it.
+  const dnnl::engine& engine = cpu_engine();
+  // (N, K) row-major is (K, N) with strides (1, K) in oneDNN's (K, N) weight convention.
+  memory plain(memory::desc(Dims{in_features_, out_features_}, memory::data_type::f32, Dims{1, in_features_}), engine,
+               const_cast<void*>(weight.raw()));
   memory::desc bias_desc(Dims{1, out_features_}, memory::data_type::f32, memory::format_tag::ab);
+  if (plain_view_) {
+    weights_ = plain;
+    if (has_bias_) bias_ = memory(bias_desc, engine, const_cast<void*>(bias.raw()));
+    return;
+  }
+  // Ask a probe primitive for its preferred weight layout, then reorder into it.
   dnnl::matmul::desc probe(rows_desc(kLayoutProbeRows, in_features_, in_features_),
                            weights_any_desc(in_features_, out_features_), bias_desc,
                            rows_desc(kLayoutProbeRows, out_features_, out_features_));
-  dnnl::matmul::primitive_desc probe_desc(probe, cpu_engine());
-  weights_ = memory(probe_desc.weights_desc(), cpu_engine());
-  bias_ = memory(bias_desc, cpu_engine());
-  repack(weight, bias);
-}
-
-void PackedLinear::repack(const Tensor& weight, const Tensor& bias) {
-  weight.expect({out_features_, in_features_}, DType::kF32, "repacked linear weight");
-  // (N, K) row-major is (K, N) with strides (1, K) in oneDNN's (K, N) weight convention.
-  const dnnl::engine& engine = cpu_engine();
-  memory source(memory::desc(Dims{in_features_, out_features_}, memory::data_type::f32, Dims{1, in_features_}),
-                engine, const_cast<void*>(weight.raw()));
+  dnnl::matmul::primitive_desc probe_desc(probe, engine);
+  weights_ = memory(probe_desc.weights_desc(), engine);
   dnnl::stream stream(engine);
-  dnnl::reorder(source, weights_).execute(stream, source, weights_);
+  dnnl::reorder(plain, weights_).execute(stream, plain, weights_);
   stream.wait();
-  if (has_bias_) {
-    bias.expect({out_features_}, DType::kF32, "repacked linear bias");
-    std::memcpy(bias_.get_data_handle(), bias.raw(), bias.nbytes());
-  }
+  bias_ = memory(bias_desc, engine);
+  if (has_bias_) std::memcpy(bias_.get_data_handle(), bias.raw(), bias.nbytes());
 }
 
 LinearStep::LinearStep(const PackedLinear& linear, const float* x, int64_t x_stride, float* y,
