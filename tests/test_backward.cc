@@ -562,6 +562,88 @@ TEST(AttentionBackward, PackedMatchesPerSequenceReference) {
   check_packed_attention_backward(2, 64, {70, 3, 17}, 13);
 }
 
+// The first-query kernels ([CLS] rows only) against the full attention: forward rows 0 and their
+// probability rows; backward dK, dV (every row) and dQ row 0 when dout is zero on every other row.
+// Dropout included: both draw query row 0's mask at the same counter indices.
+void check_first_query_attention(int64_t NH, int64_t HS, const std::vector<int64_t>& lengths, uint32_t seed_rng) {
+  std::mt19937 rng(seed_rng);
+  const int64_t C = NH * HS;
+  const PackedBatch batch = make_batch(lengths);
+  const int64_t S = static_cast<int64_t>(batch.offsets.size()) - 1, N = batch.N;
+  const Floats qkv = to_floats(random_doubles(rng, N * 3 * C)), first_dout = to_floats(random_doubles(rng, S * C));
+  // q: the first query row of every sequence (zero for an empty one).
+  Floats q(S * C, 0.0f), dout(N * C, 0.0f);
+  for (int64_t s = 0; s < S; ++s) {
+    if (batch.offsets[s + 1] == batch.offsets[s]) continue;
+    for (int64_t c = 0; c < C; ++c) {
+      q[s * C + c] = qkv[batch.offsets[s] * 3 * C + c];
+      dout[batch.offsets[s] * C + c] = first_dout[s * C + c];
+    }
+  }
+  const int64_t max_len = max_sequence_length(batch.offsets.data(), S);
+  Floats scratch(attention_train_scratch_floats(max_len, HS, std::max(num_threads(), 2)));
+  const int64_t scratch_floats = static_cast<int64_t>(scratch.size());
+  for (float p : {0.0f, 0.3f}) {
+    SCOPED_TRACE(::testing::Message() << "NH=" << NH << " HS=" << HS << " p=" << p);
+    const uint64_t seed = 7, offset = 3;
+    Floats probs(attention_probs_floats(batch.offsets.data(), S, NH)), out(N * C), dqkv(N * 3 * C);
+    attention_forward_train(out.data(), probs.data(), qkv.data(), batch.offsets.data(), S, NH, HS, p, seed, offset,
+                            scratch.data(), scratch_floats);
+    attention_backward(dqkv.data(), dout.data(), qkv.data(), probs.data(), batch.offsets.data(), S, NH, HS, p, seed,
+                       offset, scratch.data(), scratch_floats);
+
+    Floats first_probs(NH * N), first_out(S * C, -1.0f), dq(S * C, -1.0f);
+    Floats first_dqkv(N * 3 * C, std::numeric_limits<float>::quiet_NaN());  // K, V columns must be overwritten
+    first_query_attention_forward_train(first_out.data(), first_probs.data(), q.data(), qkv.data(),
+                                        batch.offsets.data(), S, NH, HS, p, seed, offset, scratch.data(), scratch_floats);
+    first_query_attention_backward(dq.data(), first_dqkv.data(), first_dout.data(), q.data(), qkv.data(),
+                                   first_probs.data(), batch.offsets.data(), S, NH, HS, p, seed, offset, scratch.data(),
+                                   scratch_floats);
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t begin = batch.offsets[s], L = batch.offsets[s + 1] - begin;
+      for (int64_t c = 0; c < C; ++c) {
+        const float want_out = L > 0 ? out[begin * C + c] : 0.0f, want_dq = L > 0 ? dqkv[begin * 3 * C + c] : 0.0f;
+        ASSERT_NEAR(first_out[s * C + c], want_out, 2e-6f * (1.0f + std::fabs(want_out))) << "out s=" << s << " c=" << c;
+        ASSERT_NEAR(dq[s * C + c], want_dq, 2e-6f * (1.0f + std::fabs(want_dq))) << "dq s=" << s << " c=" << c;
+      }
+      const int64_t at = attention_probs_offset(batch.offsets.data(), s, NH);
+      for (int64_t h = 0; h < NH; ++h) {
+        for (int64_t j = 0; j < L; ++j) {
+          ASSERT_NEAR(first_probs[NH * begin + h * L + j], probs[at + h * L * L + j], 1e-6f) << "P s=" << s << " h=" << h;
+        }
+      }
+    }
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t c = C; c < 3 * C; ++c) {
+        const float want = dqkv[n * 3 * C + c];
+        ASSERT_NEAR(first_dqkv[n * 3 * C + c], want, 2e-6f * (1.0f + std::fabs(want))) << "dK/dV row " << n << " col " << c;
+      }
+    }
+    // Bitwise independent of the thread count.
+    Floats one(N * 3 * C), two(N * 3 * C), dq_one(S * C), dq_two(S * C);
+    with_threads(1, [&] {
+      first_query_attention_backward(dq_one.data(), one.data(), first_dout.data(), q.data(), qkv.data(),
+                                     first_probs.data(), batch.offsets.data(), S, NH, HS, p, seed, offset,
+                                     scratch.data(), scratch_floats);
+    });
+    with_threads(2, [&] {
+      first_query_attention_backward(dq_two.data(), two.data(), first_dout.data(), q.data(), qkv.data(),
+                                     first_probs.data(), batch.offsets.data(), S, NH, HS, p, seed, offset,
+                                     scratch.data(), scratch_floats);
+    });
+    EXPECT_TRUE(bitwise_equal(one, two) && bitwise_equal(dq_one, dq_two));
+  }
+  EXPECT_THROW(first_query_attention_backward(q.data(), scratch.data(), first_dout.data(), q.data(), qkv.data(),
+                                              qkv.data(), batch.offsets.data(), S, NH, HS, 0.0f, 0, 0, scratch.data(),
+                                              scratch_floats),
+               InvalidArgument);
+}
+
+TEST(AttentionBackward, FirstQueryMatchesFullAttentionOnRowZero) {
+  check_first_query_attention(3, 20, {7, 1, 0, 20, 33}, 21);
+  check_first_query_attention(2, 64, {70, 3, 17}, 22);
+}
+
 // =============================================================================================
 // Embeddings
 

@@ -20,8 +20,11 @@
 // the context and runs the attention output, LN1, the feed-forward block and LN2 on those S rows only
 // (BERT-base, 128 tokens: 1/16 of the last layer's rows; 6% of the step's FLOPs saved for a 12-layer
 // model, 18% for a 4-layer one). The result is exact, not an approximation: the other rows' outputs
-// feed nothing. In backward, d context is zero on the other rows, so the attention backward gives dK
-// and dV from the [CLS] queries alone and dQ = 0 elsewhere.
+// feed nothing. The same holds one step earlier: only the [CLS] queries are ever used, so that layer
+// projects Q for the S [CLS] rows only (K and V for every row) and runs the attention of one query per
+// sequence (first_query_attention_*, drawing the dropout mask the full attention gives query row 0).
+// In backward, only the [CLS] queries carry a gradient: dK and dV come from them alone, and dQ lives
+// on the S [CLS] rows.
 #include "train/training_graph.h"
 
 #include <algorithm>
@@ -92,6 +95,8 @@ struct TrainingGraph::Layer {
   float *d_intermediate_weight, *d_intermediate_bias, *d_output_weight, *d_output_bias, *d_norm2_gamma,
       *d_norm2_beta;
   std::unique_ptr<PackedLinear> qkv, attention_out, intermediate, output;
+  // The [CLS]-row last layer only: views of the Q rows and the K/V rows of the fused weight and bias.
+  std::unique_ptr<PackedLinear> query, key_value;
 
   // Saved activations.
   float* x_in = nullptr;     // (M, C)
@@ -136,6 +141,10 @@ struct TrainingGraph::Buffers {
   float* d_cls = nullptr;          // (S, C)
   float* cls_context = nullptr;    // (S, C) last layer: the attention context of each [CLS] row
   float* d_cls_context = nullptr;  // (S, C)
+  float* cls_x = nullptr;          // (S, C) last layer: its input on the [CLS] rows
+  float* cls_q = nullptr;          // (S, C) last layer: Q of the [CLS] rows
+  float* d_cls_q = nullptr;        // (S, C)
+  float* d_cls_x = nullptr;        // (S, C) d cls_x from the Q projection
   float* masked_rows = nullptr;    // (R, C) final hidden of the tokens with a masked-LM label
   float* transform_pre = nullptr;  // (R, C) masked_rows Wt^T + bt
   float* transform_act = nullptr;  // (R, C) act(transform_pre), LN input
@@ -154,6 +163,8 @@ struct TrainingGraph::Buffers {
 };
 
 struct TrainingGraph::TokenSteps {
+  // For the [CLS]-row last layer (sequence classification), qkv and d_qkv are the K/V projection
+  // alone (writing and reading the K and V columns of the qkv buffers); Q is in SequenceSteps.
   struct LayerSteps {
     LinearStep qkv, attention_out, intermediate, output;
     LinearBackwardStep d_qkv, d_attention_out, d_intermediate, d_output;
@@ -166,9 +177,10 @@ struct TrainingGraph::TokenSteps {
 struct TrainingGraph::SequenceSteps {
   LinearStep pooler, classifier;
   LinearBackwardStep d_pooler, d_classifier;
-  // The last layer after its attention, on the [CLS] rows (see the top of this file).
-  LinearStep attention_out, intermediate, output;
-  LinearBackwardStep d_attention_out, d_intermediate, d_output;
+  // The last layer's Q projection and everything after its attention, on the [CLS] rows (see the top
+  // of this file).
+  LinearStep query, attention_out, intermediate, output;
+  LinearBackwardStep d_query, d_attention_out, d_intermediate, d_output;
 };
 
 struct TrainingGraph::MaskedSteps {
@@ -216,6 +228,16 @@ TrainingGraph::TrainingGraph(BertModel& model, Tensor gradients, DropoutRates dr
     layer->attention_out = plain_view(layer->attention_out_weight, layer->attention_out_bias);
     layer->intermediate = plain_view(layer->intermediate_weight, layer->intermediate_bias);
     layer->output = plain_view(layer->output_weight, layer->output_bias);
+    const bool last = index + 1 == model_.config.num_hidden_layers;
+    if (last && model_.head == TaskHead::kSequenceClassification) {
+      float* weight = layer->qkv_weight.data<float>();
+      float* bias = layer->qkv_bias.data<float>();
+      const auto view = [&](float* data, Shape shape) {
+        return Tensor::view(data, std::move(shape), DType::kF32, table.values().owner());
+      };
+      layer->query = plain_view(view(weight, {C, C}), view(bias, {C}));
+      layer->key_value = plain_view(view(weight + C * C, {2 * C, C}), view(bias + C, {2 * C}));
+    }
     layers_.push_back(std::move(layer));
   }
   switch (model_.head) {
@@ -273,6 +295,7 @@ void TrainingGraph::reserve(int64_t tokens, int64_t sequences, int64_t max_lengt
                {&b.d_token_logits, M * labels}, {&b.cls_rows, S * C}, {&b.pooled, S * C},
                {&b.pooled_dropped, S * C}, {&b.sequence_logits, S * labels}, {&b.d_sequence_logits, S * labels},
                {&b.d_pooled, S * C}, {&b.d_cls, S * C}, {&b.cls_context, S * C}, {&b.d_cls_context, S * C},
+               {&b.cls_x, S * C}, {&b.cls_q, S * C}, {&b.d_cls_q, S * C}, {&b.d_cls_x, S * C},
                {&b.masked_rows, masked * C},
                {&b.transform_pre, masked * C}, {&b.transform_act, masked * C}, {&b.transform_mean, masked},
                {&b.transform_rstd, masked}, {&b.transform_out, masked * C}, {&b.mlm_logits, masked * V},
@@ -347,6 +370,13 @@ TrainingGraph::TokenSteps& TrainingGraph::token_steps(int64_t rows) {
         LinearBackwardStep(layer.ff_act, I, layer.output_weight.data<float>(), b.d_temp, C, b.d_ff, I,
                            layer.d_output_weight, layer.d_output_bias, rows, I, C, false),
     });
+    if (layer.key_value) {  // the [CLS]-row last layer: K and V of every row, into qkv's K/V columns
+      TokenSteps::LayerSteps& last = steps->layers.back();
+      last.qkv = LinearStep(*layer.key_value, layer.x_in, C, layer.qkv_rows + C, 3 * C, rows, Epilogue::kNone, false);
+      // d of kv = x Wkv^T + bkv: dx ADDED onto the residual gradient in d_x.
+      last.d_qkv = LinearBackwardStep(layer.x_in, C, layer.qkv_weight.data<float>() + C * C, b.d_qkv + C, 3 * C, b.d_x, C,
+                                      layer.d_qkv_weight + C * C, layer.d_qkv_bias + C, rows, C, 2 * C, true);
+    }
     const auto& added = steps->layers.back();
     for (const LinearStep* step : {&added.qkv, &added.attention_out, &added.intermediate, &added.output}) {
       scratch = std::max(scratch, step->scratchpad_bytes());
@@ -398,6 +428,10 @@ TrainingGraph::SequenceSteps& TrainingGraph::sequence_steps(int64_t rows) {
                                            b.d_sequence_logits, L, b.d_pooled, C, gradient("classifier.weight"),
                                            gradient("classifier.bias"), rows, C, L, false);
   // The last layer on the [CLS] rows: the same products as TokenSteps' over the row-wise buffers.
+  steps->query = LinearStep(*last.query, b.cls_x, C, b.cls_q, C, rows, Epilogue::kNone, false);
+  // d of q = cls_x Wq^T + bq: dx is d_cls_x (overwritten), scattered onto the token rows by the caller.
+  steps->d_query = LinearBackwardStep(b.cls_x, C, last.qkv_weight.data<float>(), b.d_cls_q, C, b.d_cls_x, C,
+                                      last.d_qkv_weight, last.d_qkv_bias, rows, C, C, false);
   steps->attention_out = LinearStep(*last.attention_out, b.cls_context, C, b.temp_c, C, rows, Epilogue::kNone, false);
   steps->intermediate = LinearStep(*last.intermediate, last.h1, C, last.ff_pre, I, rows, Epilogue::kNone, false);
   steps->output = LinearStep(*last.output, b.temp_i, I, b.temp_c, C, rows, Epilogue::kNone, false);
@@ -412,12 +446,12 @@ TrainingGraph::SequenceSteps& TrainingGraph::sequence_steps(int64_t rows) {
   steps->d_output = LinearBackwardStep(b.temp_i, I, last.output_weight.data<float>(), b.d_temp, C, b.d_ff, I,
                                        last.d_output_weight, last.d_output_bias, rows, I, C, false);
   size_t scratch = 0;
-  for (const LinearStep* step : {&steps->pooler, &steps->classifier, &steps->attention_out, &steps->intermediate,
-                                 &steps->output}) {
+  for (const LinearStep* step : {&steps->pooler, &steps->classifier, &steps->query, &steps->attention_out,
+                                 &steps->intermediate, &steps->output}) {
     scratch = std::max(scratch, step->scratchpad_bytes());
   }
-  for (const LinearBackwardStep* step : {&steps->d_pooler, &steps->d_classifier, &steps->d_attention_out,
-                                         &steps->d_intermediate, &steps->d_output}) {
+  for (const LinearBackwardStep* step : {&steps->d_pooler, &steps->d_classifier, &steps->d_query,
+                                         &steps->d_attention_out, &steps->d_intermediate, &steps->d_output}) {
     scratch = std::max(scratch, step->scratchpad_bytes());
   }
   SequenceSteps& result = *sequence_steps_.emplace(rows, std::move(steps)).first->second;
@@ -427,11 +461,12 @@ TrainingGraph::SequenceSteps& TrainingGraph::sequence_steps(int64_t rows) {
 }
 
 void TrainingGraph::bind_sequence_scratchpad(SequenceSteps& steps) {
-  for (LinearStep* step : {&steps.pooler, &steps.classifier, &steps.attention_out, &steps.intermediate, &steps.output}) {
+  for (LinearStep* step : {&steps.pooler, &steps.classifier, &steps.query, &steps.attention_out, &steps.intermediate,
+                           &steps.output}) {
     step->bind_scratchpad(scratchpad_.get());
   }
-  for (LinearBackwardStep* step :
-       {&steps.d_pooler, &steps.d_classifier, &steps.d_attention_out, &steps.d_intermediate, &steps.d_output}) {
+  for (LinearBackwardStep* step : {&steps.d_pooler, &steps.d_classifier, &steps.d_query, &steps.d_attention_out,
+                                   &steps.d_intermediate, &steps.d_output}) {
     step->bind_scratchpad(scratchpad_.get());
   }
 }
@@ -500,10 +535,8 @@ void TrainingGraph::cls_layer_forward(Layer& layer, SequenceSteps& sequence, int
   const int64_t C = config.hidden_size, I = config.intermediate_size;
   const float eps = static_cast<float>(config.layer_norm_eps);
   Buffers& b = *buffers_;
-  // The rows below are the S [CLS] rows: row s stands for packed token offsets[s].
-  for (int64_t s = 0; s < S; ++s) {
-    std::memcpy(b.cls_context + s * C, layer.context + b.offsets[s] * C, C * sizeof(float));
-  }
+  // The rows below are the S [CLS] rows: row s stands for packed token offsets[s]. b.cls_context
+  // holds their attention output (first_query_attention_forward_train).
   sequence.attention_out.run(stream_);  // temp = context Wo^T + bo
   layer.attention_out_offset = offset;
   kernels::dropout_forward(layer.r1, b.temp_c, S * C, p_hidden, seed, offset);  // r1 = x + dropout(temp)
@@ -553,13 +586,9 @@ void TrainingGraph::cls_layer_backward(Layer& layer, SequenceSteps& sequence, in
   kernels::dropout_backward(b.d_temp, b.d_cls, S * C, p_hidden, seed, layer.attention_out_offset);
   // temp = cls_context Wo^T + bo
   sequence.d_attention_out.run(stream_);
-  // Back to token rows: d x (residual part) and d context are the [CLS] rows' values, zero elsewhere.
+  // Back to token rows: d x (residual part) is the [CLS] rows' values, zero elsewhere.
   std::memset(b.d_x, 0, static_cast<size_t>(N * C) * sizeof(float));
-  std::memset(b.d_context, 0, static_cast<size_t>(N * C) * sizeof(float));
-  for (int64_t s = 0; s < S; ++s) {
-    std::memcpy(b.d_x + b.offsets[s] * C, b.d_cls + s * C, C * sizeof(float));
-    std::memcpy(b.d_context + b.offsets[s] * C, b.d_cls_context + s * C, C * sizeof(float));
-  }
+  for (int64_t s = 0; s < S; ++s) std::memcpy(b.d_x + b.offsets[s] * C, b.d_cls + s * C, C * sizeof(float));
 }
 
 StepLoss TrainingGraph::forward_backward(const TrainingBatch& batch, float grad_scale, uint64_t seed) {
@@ -610,7 +639,7 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
       std::memset(buffer + N * width, 0, static_cast<size_t>((M - N) * width) * sizeof(float));
     }
     const int64_t S_bucket = InferenceSession::bucket_rows(S);
-    for (auto [buffer, width] : {std::pair<float*, int64_t>{b.d_pooled, C}, {b.d_cls, C},
+    for (auto [buffer, width] : {std::pair<float*, int64_t>{b.d_pooled, C}, {b.d_cls, C}, {b.d_cls_q, C},
                                  {b.d_sequence_logits, classifier_ ? classifier_->out_features() : 0}}) {
       std::memset(buffer + S * width, 0, static_cast<size_t>((S_bucket - S) * width) * sizeof(float));
     }
@@ -654,15 +683,24 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     Layer& layer = *layers_[index];
     TokenSteps::LayerSteps& layer_steps = steps.layers[index];
     float* next = index + 1 < layers_.size() ? layers_[index + 1]->x_in : b.final_hidden;
-    layer_steps.qkv.run(stream_);  // qkv = x Wqkv^T + b
+    layer_steps.qkv.run(stream_);  // qkv = x Wqkv^T + b (K and V only in the [CLS]-row last layer)
     layer.attention_offset = offset;
-    kernels::attention_forward_train(layer.context, layer.probs, layer.qkv_rows, b.offsets, S, NH, HS, p_attention,
-                                     seed, offset, b.attention_scratch, b.attention_scratch_floats);
-    offset += probs_floats;
     if (cls_only && index + 1 == layers_.size()) {
+      // q = x Wq^T + bq on the [CLS] rows, then their attention over every key and value.
+      for (int64_t s = 0; s < S; ++s) {
+        std::memcpy(b.cls_x + s * C, layer.x_in + b.offsets[s] * C, C * sizeof(float));
+      }
+      sequence->query.run(stream_);
+      kernels::first_query_attention_forward_train(b.cls_context, layer.probs, b.cls_q, layer.qkv_rows, b.offsets, S,
+                                                   NH, HS, p_attention, seed, offset, b.attention_scratch,
+                                                   b.attention_scratch_floats);
+      offset += probs_floats;
       cls_layer_forward(layer, *sequence, S, p_hidden, seed, offset);  // writes b.cls_rows
       break;
     }
+    kernels::attention_forward_train(layer.context, layer.probs, layer.qkv_rows, b.offsets, S, NH, HS, p_attention,
+                                     seed, offset, b.attention_scratch, b.attention_scratch_floats);
+    offset += probs_floats;
     layer_steps.attention_out.run(stream_);  // temp = context Wo^T + bo
     layer.attention_out_offset = offset;
     kernels::dropout_forward(layer.r1, b.temp_c, N * C, p_hidden, seed, offset);  // r1 = x + dropout(temp)
@@ -779,11 +817,18 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     Layer& layer = *layers_[index];
     TokenSteps::LayerSteps& layer_steps = steps.layers[index];
     if (cls_only && index + 1 == layers_.size()) {
-      cls_layer_backward(layer, *sequence, N, S, p_hidden, seed);  // leaves d context in d_context, d r1 in d_x
-      kernels::attention_backward(b.d_qkv, b.d_context, layer.qkv_rows, layer.probs, b.offsets, S, NH, HS,
-                                  p_attention, seed, layer.attention_offset, b.attention_scratch,
-                                  b.attention_scratch_floats);
-      layer_steps.d_qkv.run(stream_);  // d x += d qkv Wqkv
+      cls_layer_backward(layer, *sequence, N, S, p_hidden, seed);  // leaves d_cls_context, d r1 in d_x
+      kernels::first_query_attention_backward(b.d_cls_q, b.d_qkv, b.d_cls_context, b.cls_q, layer.qkv_rows,
+                                              layer.probs, b.offsets, S, NH, HS, p_attention, seed,
+                                              layer.attention_offset, b.attention_scratch,
+                                              b.attention_scratch_floats);
+      layer_steps.d_qkv.run(stream_);  // K, V: d x += d kv Wkv
+      sequence->d_query.run(stream_);  // Q of the [CLS] rows: d_cls_x = d q Wq
+      for (int64_t s = 0; s < S; ++s) {
+        float* dx = b.d_x + b.offsets[s] * C;
+        const float* dq_x = b.d_cls_x + s * C;
+        for (int64_t c = 0; c < C; ++c) dx[c] += dq_x[c];
+      }
       continue;
     }
     // x_out = LN2(r2)

@@ -216,7 +216,8 @@ void backward_pair(const Pair& p, float* dqkv, const float* dout, float dropout_
         m[j] *= prob[j];
       }
     }
-    double dot = 0.0;  // rowsum(dP * P), the softmax Jacobian's rank-one part
+    double dot = 0.0;  // rowsum(dP * P), the softmax Jacobian's rank-one part (in double, 8 lanes at once)
+#pragma omp simd reduction(+ : dot)
     for (int64_t j = 0; j < p.L; ++j) dot += static_cast<double>(row[j]) * prob[j];
     const float row_dot = static_cast<float>(dot);
 #pragma omp simd
@@ -247,6 +248,92 @@ Checked check_arguments(const int64_t* seq_offsets, int64_t S, int64_t NH, int64
         " floats, needs attention_train_scratch_floats(max_len=", max_len, ", HS=", HS, ", threads=", threads,
         ") = ", slot * threads);
   return {slot, threads};
+}
+
+// ---- First query only: one query row against the pair's L keys and values ----
+
+// The pair of sequence s, head h for the first-query kernels: its keys/values, its probability row,
+// and its dropout counter index (the full attention's query row 0).
+struct FirstQueryPair {
+  const float* qkv;      // (L, 3C) rows of this sequence
+  const float* query;    // (HS) this head's slice of the sequence's query row
+  int64_t L, C, head, HS;
+  uint64_t probs_index;  // counter index of the row's element 0
+};
+
+FirstQueryPair first_query_pair(const float* q, const float* qkv, const int64_t* seq_offsets, int64_t s, int64_t h,
+                                int64_t NH, int64_t HS, uint64_t offset) {
+  const int64_t C = NH * HS, begin = seq_offsets[s], L = seq_offsets[s + 1] - begin;
+  const int64_t block = attention_probs_offset(seq_offsets, s, NH) + h * L * L;
+  return FirstQueryPair{qkv + begin * 3 * C, q + s * C + h * HS, L, C, h, HS, offset + static_cast<uint64_t>(block)};
+}
+
+// sum_d a[d] * b[d] over n floats, 16 lanes at once.
+inline float dot(const float* a, const float* b, int64_t n) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t d = 0; d < n; ++d) sum += a[d] * b[d];
+  return sum;
+}
+
+// probs_row: (L) <- softmax(q K^T * scale); out_h: (HS) <- sum_j Pd_j V[j]. keep: (L) scratch.
+void first_query_forward_pair(const FirstQueryPair& p, float* probs_row, float* out_h, float dropout_p, uint64_t seed,
+                              float* keep) {
+  const int64_t stride = 3 * p.C;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(p.HS));
+  const float* keys = p.qkv + p.C + p.head * p.HS;
+  const float* values = p.qkv + 2 * p.C + p.head * p.HS;
+  for (int64_t j = 0; j < p.L; ++j) probs_row[j] = dot(p.query, keys + j * stride, p.HS) * scale;
+  softmax_row(probs_row, p.L);
+  const float* weights = probs_row;
+  if (dropout_p > 0.0f) {
+    dropout_mask(keep, p.L, dropout_p, seed, p.probs_index);
+#pragma omp simd
+    for (int64_t j = 0; j < p.L; ++j) keep[j] *= probs_row[j];
+    weights = keep;
+  }
+  for (int64_t d = 0; d < p.HS; ++d) out_h[d] = 0.0f;
+  for (int64_t j = 0; j < p.L; ++j) {
+    const float w = weights[j];
+    const float* v = values + j * stride;
+#pragma omp simd
+    for (int64_t d = 0; d < p.HS; ++d) out_h[d] += w * v[d];
+  }
+}
+
+// dq_h: (HS) overwritten; the pair's K and V columns of dqkv (L rows) overwritten. ds, keep: (L) scratch.
+void first_query_backward_pair(const FirstQueryPair& p, const float* prob, const float* dout_h, float* dq_h,
+                               float* dqkv, float dropout_p, uint64_t seed, float* ds, float* keep) {
+  const int64_t stride = 3 * p.C;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(p.HS));
+  const int64_t k_col = p.C + p.head * p.HS, v_col = 2 * p.C + p.head * p.HS;
+  const bool dropping = dropout_p > 0.0f;
+  if (dropping) dropout_mask(keep, p.L, dropout_p, seed, p.probs_index);
+  // dPd_j = dout_h . V[j];  dV[j] = Pd_j dout_h;  dP_j = dPd_j M_j
+  for (int64_t j = 0; j < p.L; ++j) {
+    const float multiplier = dropping ? keep[j] : 1.0f;
+    ds[j] = dot(dout_h, p.qkv + j * stride + v_col, p.HS) * multiplier;
+    const float pd = prob[j] * multiplier;
+    float* dv = dqkv + j * stride + v_col;
+#pragma omp simd
+    for (int64_t d = 0; d < p.HS; ++d) dv[d] = pd * dout_h[d];
+  }
+  double row_dot = 0.0;  // rowsum(dP * P)
+#pragma omp simd reduction(+ : row_dot)
+  for (int64_t j = 0; j < p.L; ++j) row_dot += static_cast<double>(ds[j]) * prob[j];
+  const float rank_one = static_cast<float>(row_dot);
+  // dS_j = P_j (dP_j - rowsum) * scale;  dK[j] = dS_j q;  dq = sum_j dS_j K[j]
+  for (int64_t d = 0; d < p.HS; ++d) dq_h[d] = 0.0f;
+  for (int64_t j = 0; j < p.L; ++j) {
+    const float dsj = prob[j] * (ds[j] - rank_one) * scale;
+    const float* k = p.qkv + j * stride + k_col;
+    float* dk = dqkv + j * stride + k_col;
+#pragma omp simd
+    for (int64_t d = 0; d < p.HS; ++d) {
+      dk[d] = dsj * p.query[d];
+      dq_h[d] += dsj * k[d];
+    }
+  }
 }
 
 }  // namespace
@@ -310,6 +397,55 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
                  offset + static_cast<uint64_t>(block)};
     backward_pair(problem, dqkv + begin * 3 * C, dout + begin * C, dropout_p, seed,
                   scratch + omp_get_thread_num() * checked.slot);
+  }
+}
+
+void first_query_attention_forward_train(float* out, float* probs, const float* q, const float* qkv,
+                                         const int64_t* seq_offsets, int64_t S, int64_t NH, int64_t HS,
+                                         float dropout_p, uint64_t seed, uint64_t offset, float* scratch,
+                                         int64_t scratch_floats) {
+  const Checked checked = check_arguments(seq_offsets, S, NH, HS, dropout_p, scratch, scratch_floats,
+                                          "first_query_attention_forward_train");
+  check(static_cast<const float*>(out) != qkv && static_cast<const float*>(out) != q,
+        "first_query_attention_forward_train: out must not alias q or qkv");
+  const int64_t C = NH * HS;
+  const int64_t pairs = S * NH;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(checked.threads) if (pairs > 1)
+  for (int64_t pair = 0; pair < pairs; ++pair) {
+    const int64_t s = pair / NH, h = pair % NH;
+    const FirstQueryPair problem = first_query_pair(q, qkv, seq_offsets, s, h, NH, HS, offset);
+    if (problem.L == 0) {  // an empty sequence attends to nothing
+      std::fill(out + s * C + h * HS, out + s * C + (h + 1) * HS, 0.0f);
+      continue;
+    }
+    first_query_forward_pair(problem, probs + NH * seq_offsets[s] + h * problem.L, out + s * C + h * HS, dropout_p,
+                             seed, scratch + omp_get_thread_num() * checked.slot);
+  }
+}
+
+void first_query_attention_backward(float* dq, float* dqkv, const float* dout, const float* q, const float* qkv,
+                                    const float* probs, const int64_t* seq_offsets, int64_t S, int64_t NH, int64_t HS,
+                                    float dropout_p, uint64_t seed, uint64_t offset, float* scratch,
+                                    int64_t scratch_floats) {
+  const Checked checked = check_arguments(seq_offsets, S, NH, HS, dropout_p, scratch, scratch_floats,
+                                          "first_query_attention_backward");
+  for (const float* input : {dout, q, qkv, probs}) {
+    check(input != dq && input != dqkv, "first_query_attention_backward: dq and dqkv must not alias the inputs");
+  }
+  const int64_t C = NH * HS;
+  const int64_t pairs = S * NH;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(checked.threads) if (pairs > 1)
+  for (int64_t pair = 0; pair < pairs; ++pair) {
+    const int64_t s = pair / NH, h = pair % NH;
+    const FirstQueryPair problem = first_query_pair(q, qkv, seq_offsets, s, h, NH, HS, offset);
+    if (problem.L == 0) {
+      std::fill(dq + s * C + h * HS, dq + s * C + (h + 1) * HS, 0.0f);
+      continue;
+    }
+    float* slot = scratch + omp_get_thread_num() * checked.slot;  // ds (L), then the multipliers (L)
+    first_query_backward_pair(problem, probs + NH * seq_offsets[s] + h * problem.L, dout + s * C + h * HS,
+                              dq + s * C + h * HS, dqkv + seq_offsets[s] * 3 * C, dropout_p, seed, slot,
+                              slot + problem.L);
   }
 }
 

@@ -52,4 +52,27 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
                         const int64_t* seq_offsets, int64_t S, int64_t NH, int64_t HS, float dropout_p, uint64_t seed,
                         uint64_t offset, float* scratch, int64_t scratch_floats);
 
+// ---- The first query of each sequence only ([CLS]; the last layer of sequence classification) ----
+// The same attention restricted to query row i = 0 of every sequence: its keys and values are all of
+// the sequence's rows. Query s is row s of q (S, C) (the [CLS] row's Q projection, computed apart);
+// qkv's Q columns are not read. Saved probabilities: one row of L_s per (sequence, head),
+//   probs[NH * seq_offsets[s] + h * L_s + j] = P_{s,h}[0][j]   (NH * N floats in all),
+// and element (s, h, j) draws its dropout at the counter index the full attention gives query row 0,
+// offset + attention_probs_offset(s) + h * L_s^2 + j: the result is the full forward's rows 0 (and the
+// full backward's gradients when dout is zero on every other row), masks included. The caller still
+// advances `offset` by attention_probs_floats() for the layer. Scratch as for the full attention.
+//   out: (S, C) row s = the attention output of sequence s's first query.
+void first_query_attention_forward_train(float* out, float* probs, const float* q, const float* qkv,
+                                         const int64_t* seq_offsets, int64_t S, int64_t NH, int64_t HS,
+                                         float dropout_p, uint64_t seed, uint64_t offset, float* scratch,
+                                         int64_t scratch_floats);
+
+// Backward of the forward above (the full backward's formulas with one query row per pair):
+//   dq: (S, C) OVERWRITTEN; dqkv: (N, 3C), its K and V columns OVERWRITTEN on every row, its Q columns
+//   not touched; dout: (S, C). dq and dqkv must not alias the inputs.
+void first_query_attention_backward(float* dq, float* dqkv, const float* dout, const float* q, const float* qkv,
+                                    const float* probs, const int64_t* seq_offsets, int64_t S, int64_t NH, int64_t HS,
+                                    float dropout_p, uint64_t seed, uint64_t offset, float* scratch,
+                                    int64_t scratch_floats);
+
 }  // namespace scalebert::kernels
