@@ -44,53 +44,11 @@ struct HeadProblem {
 
 #ifdef __AVX512F__
 
-// In-register transpose of a 16 x 16 float block: r[i] holds row i on entry, column i on exit.
-// Three stages: interleave pairs of rows (unpack), then pairs of pairs inside 128-bit lanes
-// (shuffle_ps), then 128-bit lanes across registers (shuffle_f32x4 twice).
-inline void transpose_16x16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-  for (int i = 0; i < 4; ++i) {
-    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
-    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
-  }
-  for (int i = 0; i < 8; ++i) {
-    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-  }
-}
-
 // kt: (HS, ldl) <- K_h^T * scale, zero in columns L..ldl-1 so full-vector score tiles read zeros.
-// 16 keys x 16 head columns per block through transpose_16x16 (scalar strided copying took an
+// 16 keys x 16 head columns per block through simd::transpose16x16 (scalar strided copying took an
 // eighth of the head's time). Key rows past L are never read: they may lie past the end of qkv.
 void load_keys_transposed(const HeadProblem& p, float* kt, int64_t ldl, float scale) {
-  const int64_t row_stride = 3 * p.C;
-  const float* keys = p.qkv + p.C + p.head * p.HS;  // K_h row j at keys + j * row_stride
-  const __m512 s = _mm512_set1_ps(scale);
-  for (int64_t d0 = 0; d0 < p.HS; d0 += simd::kLanes) {
-    const int64_t width = std::min<int64_t>(simd::kLanes, p.HS - d0);
-    const __mmask16 columns = simd::tail_mask(width);
-    for (int64_t j0 = 0; j0 < ldl; j0 += simd::kLanes) {
-      __m512 block[16];
-      for (int64_t j = 0; j < simd::kLanes; ++j) {
-        block[j] = j0 + j < p.L ? _mm512_maskz_loadu_ps(columns, keys + (j0 + j) * row_stride + d0)
-                                : _mm512_setzero_ps();
-      }
-      transpose_16x16(block);
-      for (int64_t d = 0; d < width; ++d) _mm512_storeu_ps(kt + (d0 + d) * ldl + j0, _mm512_mul_ps(block[d], s));
-    }
-  }
+  simd::load_transposed(kt, ldl, p.qkv + p.C + p.head * p.HS, 3 * p.C, p.L, p.HS, scale);
 }
 
 #else
@@ -336,7 +294,7 @@ void attention_head_bf16(const HeadProblem& p, float* scratch) {
     for (int64_t j0 = 0; j0 < ldl; j0 += simd::kLanes) {
       __m512 block[16];
       for (int64_t j = 0; j < simd::kLanes; ++j) block[j] = _mm512_loadu_ps(kb + (j0 + j) * hpr + k0);
-      transpose_16x16(block);
+      simd::transpose16x16(block);
       for (int64_t k = 0; k < std::min<int64_t>(simd::kLanes, hp - k0); ++k) {
         _mm512_storeu_ps(ktp + (k0 + k) * ldl + j0, block[k]);
       }

@@ -153,11 +153,15 @@ inline void softmax_row(float* row, int64_t n) {
 void load_transposed(const Pair& p, int64_t column0, float scale, float* t, int64_t ldl) {
   const int64_t stride = 3 * p.C;
   const float* base = p.qkv + column0 + p.head * p.HS;
+#ifdef __AVX512F__
+  simd::load_transposed(t, ldl, base, stride, p.L, p.HS, scale);
+#else
   for (int64_t d = 0; d < p.HS; ++d) {
     float* t_row = t + d * ldl;
     for (int64_t j = 0; j < p.L; ++j) t_row[j] = base[j * stride + d] * scale;
     for (int64_t j = p.L; j < ldl; ++j) t_row[j] = 0.0f;
   }
+#endif
 }
 
 // Pd: (L, ldl) <- P * M with M the dropout multipliers of the pair, row by row from the counter.

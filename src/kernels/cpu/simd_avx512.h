@@ -144,6 +144,55 @@ inline void scale_row(float* x, int64_t n, float scale) {
   }
 }
 
+// In-register transpose of a 16 x 16 float block: r[i] holds row i on entry, column i on exit.
+// Three stages: interleave pairs of rows (unpack), then pairs of pairs inside 128-bit lanes
+// (shuffle_ps), then 128-bit lanes across registers (shuffle_f32x4 twice).
+inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+  }
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+  }
+}
+
+// dst: (columns, ldl) <- src^T * scale, where src is (rows, columns) with row stride src_stride;
+// dst's columns rows..ldl-1 are zero. ldl must be a multiple of 16 and >= rows. 16 x 16 blocks go
+// through transpose16x16, so each src row is read as whole 64-byte pieces (reading a column at a
+// time touches one cache line per element when rows lie far apart, as Q/K/V rows do: 3C floats).
+// Rows past `rows` are never read (they may lie past the end of src).
+inline void load_transposed(float* dst, int64_t ldl, const float* src, int64_t src_stride, int64_t rows,
+                            int64_t columns, float scale) {
+  const __m512 s = _mm512_set1_ps(scale);
+  for (int64_t c0 = 0; c0 < columns; c0 += kLanes) {
+    const int64_t width = columns - c0 < kLanes ? columns - c0 : kLanes;
+    const __mmask16 mask = tail_mask(width);
+    for (int64_t j0 = 0; j0 < ldl; j0 += kLanes) {
+      __m512 block[16];
+      for (int64_t j = 0; j < kLanes; ++j) {
+        block[j] = j0 + j < rows ? _mm512_maskz_loadu_ps(mask, src + (j0 + j) * src_stride + c0) : _mm512_setzero_ps();
+      }
+      transpose16x16(block);
+      for (int64_t c = 0; c < width; ++c) _mm512_storeu_ps(dst + (c0 + c) * ldl + j0, _mm512_mul_ps(block[c], s));
+    }
+  }
+}
+
 }  // namespace scalebert::kernels::simd
 
 #endif  // __AVX512F__
