@@ -808,6 +808,31 @@ TEST(Dropout, MaskDependsOnlyOnSeedAndIndex) {
   EXPECT_TRUE(bitwise_equal(data, out));
 }
 
+// The packed keep bits (one draw for a block of many short rows) are the same mask, read 16 at a
+// time from any bit position, zero past the end.
+TEST(Dropout, KeepBitsMatchTheScalarReference) {
+  const float p = 0.3f;
+  const uint64_t seed = 42, threshold = dropout_threshold(p);
+  for (uint64_t start : {0ull, 5ull, 64ull, 1001ull}) {
+    for (int64_t n : {1, 63, 64, 65, 1024, 1025, 16384, 16389}) {
+      std::vector<uint64_t> bits(static_cast<size_t>(dropout_keep_words(n)), ~0ull);
+      dropout_keep_bits(bits.data(), n, p, seed, start);
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ((bits[i / 64] >> (i % 64)) & 1u, dropout_keep(seed, start + i, threshold) ? 1u : 0u)
+            << "start " << start << " n " << n << " i " << i;
+      }
+      for (int64_t first : {int64_t{0}, int64_t{7}, int64_t{49}, n - 1}) {
+        if (first < 0) continue;
+        const uint32_t window = dropout_keep16(bits.data(), first);
+        for (int64_t l = 0; l < 16; ++l) {
+          const bool want = first + l < n && dropout_keep(seed, start + first + l, threshold);
+          ASSERT_EQ((window >> l) & 1u, want ? 1u : 0u) << "window at " << first << " lane " << l << " n " << n;
+        }
+      }
+    }
+  }
+}
+
 // =============================================================================================
 // Losses
 

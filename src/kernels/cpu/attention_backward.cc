@@ -24,10 +24,16 @@ constexpr int64_t kColumnBlock = 64; // output columns per register tile (4 zmm)
 
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
-// Per thread: Vt or Kt (HS, ldl), dS (L, ldl), Pd (L, ldl), one spare row (ldl).
+// Per thread: Vt or Kt (HS, ldl), dS (L, ldl), Pd (L, ldl), one spare row (ldl), then the pair's
+// dropout keep bits (dropout_keep_words(L * L) 64-bit words).
 int64_t per_thread_floats(int64_t max_len, int64_t HS) {
   const int64_t ldl = round_up(std::max<int64_t>(max_len, 1), kPad);
-  return round_up((HS + 2 * ldl + 1) * ldl, kPad);
+  return round_up((HS + 2 * ldl + 1) * ldl + 2 * dropout_keep_words(ldl * ldl), kPad);
+}
+
+// Where a thread's slot keeps the pair's keep bits (8-byte aligned: the slot and ldl are multiples of 16).
+uint64_t* keep_bits_slot(float* scratch, int64_t HS, int64_t ldl) {
+  return reinterpret_cast<uint64_t*>(scratch + (HS + 2 * ldl + 1) * ldl);
 }
 
 // Geometry and dropout of one (sequence, head) problem.
@@ -164,14 +170,30 @@ void load_transposed(const Pair& p, int64_t column0, float scale, float* t, int6
 #endif
 }
 
-// Pd: (L, ldl) <- P * M with M the dropout multipliers of the pair, row by row from the counter.
-void dropped_probabilities(const Pair& p, const float* probs, float dropout_p, uint64_t seed, float* pd, int64_t ldl) {
-  for (int64_t i = 0; i < p.L; ++i) {
-    float* row = pd + i * ldl;
-    dropout_mask(row, p.L, dropout_p, seed, p.probs_index + static_cast<uint64_t>(i * p.L));
-#pragma omp simd
-    for (int64_t j = 0; j < p.L; ++j) row[j] *= probs[i * p.L + j];
+// out[j] = (element first + j kept ? in[j] * scale : 0) for j < n, from dropout_keep_bits' bits;
+// out == in is allowed.
+void apply_keep_bits(float* out, const float* in, const uint64_t* keep, int64_t first, int64_t n, float scale) {
+#ifdef __AVX512F__
+  for (int64_t j = 0; j < n; j += simd::kLanes) {
+    const __mmask16 lanes = simd::tail_mask(n - j);
+    const __mmask16 kept = static_cast<__mmask16>(dropout_keep16(keep, first + j)) & lanes;
+    _mm512_mask_storeu_ps(out + j, lanes, _mm512_maskz_mul_ps(kept, _mm512_maskz_loadu_ps(lanes, in + j),
+                                                              _mm512_set1_ps(scale)));
   }
+#else
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t e = first + j;
+    out[j] = (keep[e >> 6] >> (e & 63)) & 1u ? in[j] * scale : 0.0f;
+  }
+#endif
+}
+
+// The pair's keep bits (its L * L elements from the counter, drawn once for the whole block) into
+// the thread's slot.
+const uint64_t* pair_keep_bits(const Pair& p, float dropout_p, uint64_t seed, float* scratch, int64_t ldl) {
+  uint64_t* keep = keep_bits_slot(scratch, p.HS, ldl);
+  dropout_keep_bits(keep, p.L * p.L, dropout_p, seed, p.probs_index);
+  return keep;
 }
 
 // probs_out: the pair's (L, L) block, the same memory as p.probs.
@@ -187,8 +209,10 @@ void forward_pair(const Pair& p, float* probs_out, float* out, float dropout_p, 
   product(probs_out, p.L, Coefficients{queries, stride, 1}, kt, ldl, p.L, p.HS, p.L);
   for (int64_t i = 0; i < p.L; ++i) softmax_row(probs_out + i * p.L, p.L);
   Coefficients weights{probs_out, p.L, 1};
-  if (dropout_p > 0.0f) {
-    dropped_probabilities(p, probs_out, dropout_p, seed, pd, ldl);
+  if (dropout_p > 0.0f) {  // Pd = P * M
+    const uint64_t* keep = pair_keep_bits(p, dropout_p, seed, scratch, ldl);
+    const float scale = dropout_scale(dropout_p);
+    for (int64_t i = 0; i < p.L; ++i) apply_keep_bits(pd + i * ldl, probs_out + i * p.L, keep, i * p.L, p.L, scale);
     weights = Coefficients{pd, ldl, 1};
   }
   product(out + p.head * p.HS, p.C, weights, values, stride, p.L, p.L, p.HS);  // out_h = Pd V_h
@@ -208,17 +232,14 @@ void backward_pair(const Pair& p, float* dqkv, const float* dout, float dropout_
   product(ds, ldl, Coefficients{dout_h, p.C, 1}, vt, ldl, p.L, p.HS, p.L);  // dPd = dout_h V_h^T
   Coefficients weights{p.probs, 1, p.L};  // Pd^T: a(j, i) = P[i][j]
   const bool dropping = dropout_p > 0.0f;
+  const uint64_t* keep = dropping ? pair_keep_bits(p, dropout_p, seed, scratch, ldl) : nullptr;  // M regenerated
+  const float keep_scale = dropping ? dropout_scale(dropout_p) : 1.0f;
   for (int64_t i = 0; i < p.L; ++i) {
     float* row = ds + i * ldl;
     const float* prob = p.probs + i * p.L;
-    if (dropping) {  // M regenerated from the counter into Pd's row; dP = dPd * M, then Pd = P * M
-      float* m = pd + i * ldl;
-      dropout_mask(m, p.L, dropout_p, seed, p.probs_index + static_cast<uint64_t>(i * p.L));
-#pragma omp simd
-      for (int64_t j = 0; j < p.L; ++j) {
-        row[j] *= m[j];
-        m[j] *= prob[j];
-      }
+    if (dropping) {  // dP = dPd * M, then Pd = P * M
+      apply_keep_bits(row, row, keep, i * p.L, p.L, keep_scale);
+      apply_keep_bits(pd + i * ldl, prob, keep, i * p.L, p.L, keep_scale);
     }
     double dot = 0.0;  // rowsum(dP * P), the softmax Jacobian's rank-one part (in double, 8 lanes at once)
 #pragma omp simd reduction(+ : dot)

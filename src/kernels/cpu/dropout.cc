@@ -174,6 +174,19 @@ void dropout_mask(float* mask, int64_t n, float p, uint64_t seed, uint64_t offse
   });
 }
 
+int64_t dropout_keep_words(int64_t n) { return (std::max<int64_t>(n, 0) + 63) / 64 + 1; }
+
+void dropout_keep_bits(uint64_t* bits, int64_t n, float p, uint64_t seed, uint64_t offset) {
+  check(n >= 0, "dropout_keep_bits: n must be >= 0, got ", n);
+  const uint64_t threshold = dropout_threshold(p);
+  for (int64_t run = 0; run < n; run += kRun) {  // kRun is a multiple of 64: runs fill whole words
+    const int64_t count = std::min(kRun, n - run);
+    keep_bits(seed, offset + static_cast<uint64_t>(run), count, threshold, bits + run / 64);
+  }
+  if (n % 64 != 0) bits[n / 64] &= (uint64_t{1} << (n % 64)) - 1;
+  bits[dropout_keep_words(n) - 1] = 0;
+}
+
 void dropout_forward(float* out, const float* in, int64_t n, float p, uint64_t seed, uint64_t offset) {
   apply_mask(out, in, n, p, seed, offset, "dropout_forward");
 }

@@ -58,6 +58,23 @@ inline bool dropout_keep(uint64_t seed, uint64_t index, uint64_t threshold) {
 // mask: (n) <- dropout_scale(p) where element offset + i is kept, else 0.
 void dropout_mask(float* mask, int64_t n, float p, uint64_t seed, uint64_t offset);
 
+// bits: (dropout_keep_words(n)) <- the keep bits of elements offset .. offset + n - 1: bit i % 64 of
+// bits[i / 64] is dropout_keep(seed, offset + i, threshold); the last word's unused bits are zero
+// and one more zero word follows (so dropout_keep16 may read past the end). Runs on the calling
+// thread: for kernels that apply one mask to many short rows inside their own parallel loop.
+int64_t dropout_keep_words(int64_t n);
+void dropout_keep_bits(uint64_t* bits, int64_t n, float p, uint64_t seed, uint64_t offset);
+
+// The 16 keep bits of elements index .. index + 15 of a dropout_keep_bits array (bit l = element
+// index + l; bits past the array's n are zero).
+inline uint32_t dropout_keep16(const uint64_t* bits, int64_t index) {
+  const int64_t word = index >> 6;
+  const int shift = static_cast<int>(index & 63);
+  uint64_t value = bits[word] >> shift;
+  if (shift > 48) value |= bits[word + 1] << (64 - shift);
+  return static_cast<uint32_t>(value & 0xFFFFu);
+}
+
 // out: (n) <- in * mask(seed, offset) with mask as dropout_mask writes it; out == in is allowed.
 // p == 0 copies. Throws InvalidArgument unless n >= 0 and 0 <= p <= 1.
 void dropout_forward(float* out, const float* in, int64_t n, float p, uint64_t seed, uint64_t offset);
