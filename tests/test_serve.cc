@@ -49,6 +49,14 @@ output [ { name: "embeddings" data_type: TYPE_FP32 dims: [ -1 ] },
          { name: "pooler_output" data_type: TYPE_FP32 dims: [ -1 ] } ]
 parameters { key: "task" value: { string_value: "embeddings" } }
 parameters { key: "pooling" value: { string_value: "mean" } })"},
+      // The same encoder, [CLS] pooling: batches asking for no last_hidden_state run the last layer
+      // on the [CLS] rows only.
+      {"emb_cls", "tiny-bert",
+       "max_batch_size: 4\ninput [ " + text + "," + kTokenInputs + R"( ]
+output [ { name: "embeddings" data_type: TYPE_FP32 dims: [ -1 ] },
+         { name: "last_hidden_state" data_type: TYPE_FP32 dims: [ -1, -1 ] } ]
+parameters { key: "task" value: { string_value: "embeddings" } }
+parameters { key: "pooling" value: { string_value: "cls" } })"},
       {"ner", "tiny-bert-ner",
        "max_batch_size: 4\ninput [ " + text + "," + kTokenInputs + R"( ]
 output [ { name: "logits" data_type: TYPE_FP32 dims: [ -1, 5 ] },
@@ -320,6 +328,27 @@ TEST_F(ServerTest, TextInputsMatchTheTextPipeline) {
     const WireTensor& embeddings = output(response, "embeddings");
     ASSERT_EQ(embeddings.shape, expected.shape());
     for (int64_t i = 0; i < expected.numel(); ++i) EXPECT_NEAR(embeddings.floats[i], expected.data<float>()[i], 1e-5f);
+  }
+  {
+    // [CLS] pooling: the [CLS]-row run (embeddings alone) equals the pipeline's and, bit for bit,
+    // a run that computes every row because the request also asks for last_hidden_state.
+    auto pipeline = pipeline::TextPipeline::load(fixture_path("tiny-bert"));
+    const Tensor expected = pipeline->embed(texts, pipeline::Pooling::kCls, false);  // (4, C)
+    InferRequest cls_rows, every_row;
+    cls_rows.inputs.push_back(text_input("text", texts));
+    cls_rows.outputs.push_back({"embeddings", true});
+    every_row.inputs.push_back(text_input("text", texts));
+    every_row.outputs = {{"embeddings", true}, {"last_hidden_state", true}};
+    const WireTensor cls = output(client.infer("emb_cls", cls_rows), "embeddings");
+    const InferResponse full = client.infer("emb_cls", every_row);
+    ASSERT_EQ(cls.shape, expected.shape());
+    for (int64_t i = 0; i < expected.numel(); ++i) EXPECT_NEAR(cls.floats[i], expected.data<float>()[i], 1e-5f);
+    EXPECT_EQ(cls.floats, output(full, "embeddings").floats);
+    const WireTensor& hidden = output(full, "last_hidden_state");  // (4, T, C): row 0 is [CLS]
+    const int64_t C = expected.dim(1), T = hidden.shape[1];
+    for (int64_t b = 0; b < expected.dim(0); ++b) {
+      for (int64_t c = 0; c < C; ++c) EXPECT_EQ(hidden.floats[(b * T) * C + c], cls.floats[b * C + c]);
+    }
   }
   {
     auto pipeline = pipeline::TextPipeline::load(fixture_path("tiny-bert-ner"));

@@ -455,9 +455,16 @@ void run_batch(const TaskModel& model, InferenceSession& session, std::span<Infe
     }
   }
   const auto packed = Clock::now();
-  // Classification reads only the (S, L) logits: the last layer then runs on the [CLS] rows alone.
-  // Embeddings keep every row (last_hidden_state, mean pooling).
-  session.set_sequence_outputs_only(model.task == Task::kClassification);
+  // Classification reads only the (S, L) logits, and cls-pooled embeddings only the [CLS] rows
+  // (and pooler_output) unless a job of the batch asks for last_hidden_state: the last layer then
+  // runs on the [CLS] rows alone. Mean pooling and last_hidden_state need every row.
+  const auto wants_token_states = [](const InferJob* job) {
+    return std::find(job->outputs.begin(), job->outputs.end(), "last_hidden_state") != job->outputs.end();
+  };
+  const bool cls_rows = model.task == Task::kClassification ||
+                        (model.task == Task::kEmbeddings && model.pooling == pipeline::Pooling::kCls &&
+                         std::none_of(jobs.begin(), jobs.end(), wants_token_states));
+  session.set_sequence_outputs_only(cls_rows);
   const InferenceOutputs& outputs = session.run(batch);
   const auto ran = Clock::now();
 
@@ -474,8 +481,13 @@ void run_batch(const TaskModel& model, InferenceSession& session, std::span<Infe
     for (size_t k = 0; k < count; ++k, ++s) {
       const int64_t begin = batch.sequence_offsets[s], end = batch.sequence_offsets[s + 1];
       if (keep_hidden) {
-        const float* hidden = outputs.hidden.data<float>();  // (N, C)
-        job->hidden[k].assign(hidden + begin * C, hidden + end * C);
+        if (cls_rows) {
+          const float* cls_hidden = outputs.cls_hidden.data<float>();  // (S, C)
+          job->hidden[k].assign(cls_hidden + s * C, cls_hidden + (s + 1) * C);
+        } else {
+          const float* hidden = outputs.hidden.data<float>();  // (N, C)
+          job->hidden[k].assign(hidden + begin * C, hidden + end * C);
+        }
         if (outputs.pooled.defined()) {
           const float* pooled = outputs.pooled.data<float>();  // (S, C)
           job->pooled[k].assign(pooled + s * C, pooled + (s + 1) * C);
@@ -519,7 +531,8 @@ std::vector<WireTensor> finish_job(const TaskModel& model, const InferJob& job) 
       if (embeddings.empty()) {
         embeddings.resize(static_cast<size_t>(B * C));
         for (size_t k = 0; k < S; ++k) {
-          const int64_t offsets[2] = {0, static_cast<int64_t>(job.sequences[k].ids.size())};
+          // Every token row, or the [CLS] row alone (run_batch's [CLS]-row mode).
+          const int64_t offsets[2] = {0, static_cast<int64_t>(job.hidden[k].size()) / C};
           float* out = embeddings.data() + job.sequences[k].item * C;
           if (model.pooling == pipeline::Pooling::kCls) {
             kernels::cls_pool(out, job.hidden[k].data(), offsets, 1, C);

@@ -90,7 +90,9 @@ class InferJob : public BatchJob {
   std::vector<bool> binary;               // (outputs) binary data
 
   // Set by the instance (run_batch).
-  std::vector<std::vector<float>> hidden;  // (sequences) (L, C) when the task needs token states
+  // (sequences) (L, C) when the task needs token states; (1, C), the [CLS] row alone, when the
+  // batch ran in [CLS]-row mode (cls-pooled embeddings with no last_hidden_state asked for).
+  std::vector<std::vector<float>> hidden;
   std::vector<std::vector<float>> pooled;  // (sequences) (C) pooler output, when present
   std::vector<std::vector<float>> logits;  // (sequences) (L, labels) or (labels)
   Clock::time_point started{}, computed{};
