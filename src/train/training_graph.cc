@@ -85,8 +85,8 @@ std::unique_ptr<PackedLinear> plain_view(const Tensor& weight, const Tensor& bia
 
 }  // namespace
 
-// One encoder layer: parameter views, gradient pointers, packed forward weights and the layer's saved
-// activations (pointers into the graph's arena, set by reserve()).
+// One encoder layer: parameter views, gradient pointers, the products' weight views and the layer's
+// saved activations (pointers into the graph's arena, set by reserve()).
 struct TrainingGraph::Layer {
   Tensor qkv_weight, qkv_bias;  // (3C, C), (3C) views of the parameter arena
   Tensor attention_out_weight, attention_out_bias, norm1_gamma, norm1_beta;
@@ -253,7 +253,8 @@ TrainingGraph::TrainingGraph(BertModel& model, Tensor gradients, DropoutRates dr
       classifier_ = plain_view(parameter("qa_outputs.weight"), parameter("qa_outputs.bias"));
       break;
     case TaskHead::kMaskedLM:
-      mlm_transform_ = plain_view(parameter("cls.predictions.transform.dense.weight"), parameter("cls.predictions.transform.dense.bias"));
+      mlm_transform_ = plain_view(parameter("cls.predictions.transform.dense.weight"),
+                                  parameter("cls.predictions.transform.dense.bias"));
       mlm_decoder_ = plain_view(parameter("embeddings.word_embeddings.weight"), parameter("cls.predictions.bias"));
       break;
     case TaskHead::kNone: break;
@@ -351,15 +352,20 @@ TrainingGraph::TokenSteps& TrainingGraph::token_steps(int64_t rows) {
   size_t scratch = 0;
   for (size_t index = 0; index < layers_.size(); ++index) {
     const Layer& layer = *layers_[index];
-    // The next layer's input, or the final hidden state after the last layer.
+    // The [CLS]-row last layer projects K and V only, into the K/V columns of the qkv buffers: its
+    // (out rows, offset) of the fused weight, bias and their gradients, and of qkv_rows / d_qkv.
+    const bool kv_only = layer.key_value != nullptr;
+    const int64_t qkv_out = kv_only ? 2 * C : 3 * C, qkv_at = kv_only ? C : 0;
     steps->layers.push_back(TokenSteps::LayerSteps{
-        LinearStep(*layer.qkv, layer.x_in, C, layer.qkv_rows, 3 * C, rows, Epilogue::kNone, false),
+        LinearStep(kv_only ? *layer.key_value : *layer.qkv, layer.x_in, C, layer.qkv_rows + qkv_at, 3 * C, rows,
+                   Epilogue::kNone, false),
         LinearStep(*layer.attention_out, layer.context, C, b.temp_c, C, rows, Epilogue::kNone, false),
         LinearStep(*layer.intermediate, layer.h1, C, layer.ff_pre, I, rows, Epilogue::kNone, false),
         LinearStep(*layer.output, layer.ff_act, I, b.temp_c, C, rows, Epilogue::kNone, false),
         // d of qkv = x Wqkv^T + b: dx ADDED onto the residual gradient already in d_x.
-        LinearBackwardStep(layer.x_in, C, layer.qkv_weight.data<float>(), b.d_qkv, 3 * C, b.d_x, C,
-                           layer.d_qkv_weight, layer.d_qkv_bias, rows, C, 3 * C, true),
+        LinearBackwardStep(layer.x_in, C, layer.qkv_weight.data<float>() + qkv_at * C, b.d_qkv + qkv_at, 3 * C,
+                           b.d_x, C, layer.d_qkv_weight + qkv_at * C, layer.d_qkv_bias + qkv_at, rows, C, qkv_out,
+                           true),
         // d of temp = context Wo^T + bo: dx is d_context (overwritten).
         LinearBackwardStep(layer.context, C, layer.attention_out_weight.data<float>(), b.d_temp, C, b.d_context, C,
                            layer.d_attention_out_weight, layer.d_attention_out_bias, rows, C, C, false),
@@ -370,13 +376,6 @@ TrainingGraph::TokenSteps& TrainingGraph::token_steps(int64_t rows) {
         LinearBackwardStep(layer.ff_act, I, layer.output_weight.data<float>(), b.d_temp, C, b.d_ff, I,
                            layer.d_output_weight, layer.d_output_bias, rows, I, C, false),
     });
-    if (layer.key_value) {  // the [CLS]-row last layer: K and V of every row, into qkv's K/V columns
-      TokenSteps::LayerSteps& last = steps->layers.back();
-      last.qkv = LinearStep(*layer.key_value, layer.x_in, C, layer.qkv_rows + C, 3 * C, rows, Epilogue::kNone, false);
-      // d of kv = x Wkv^T + bkv: dx ADDED onto the residual gradient in d_x.
-      last.d_qkv = LinearBackwardStep(layer.x_in, C, layer.qkv_weight.data<float>() + C * C, b.d_qkv + C, 3 * C, b.d_x, C,
-                                      layer.d_qkv_weight + C * C, layer.d_qkv_bias + C, rows, C, 2 * C, true);
-    }
     const auto& added = steps->layers.back();
     for (const LinearStep* step : {&added.qkv, &added.attention_out, &added.intermediate, &added.output}) {
       scratch = std::max(scratch, step->scratchpad_bytes());
