@@ -24,16 +24,16 @@ constexpr int64_t kColumnBlock = 64; // output columns per register tile (4 zmm)
 
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
-// Per thread: Vt or Kt (HS, ldl), dS (L, ldl), Pd (L, ldl), one spare row (ldl), then the pair's
-// dropout keep bits (dropout_keep_words(L * L) 64-bit words).
+// Per thread: Vt or Kt (HS, ldl), dS (L, ldl), Pd (L, ldl), then the pair's dropout keep bits
+// (dropout_keep_words(L * L) 64-bit words).
 int64_t per_thread_floats(int64_t max_len, int64_t HS) {
   const int64_t ldl = round_up(std::max<int64_t>(max_len, 1), kPad);
-  return round_up((HS + 2 * ldl + 1) * ldl + 2 * dropout_keep_words(ldl * ldl), kPad);
+  return round_up((HS + 2 * ldl) * ldl + 2 * dropout_keep_words(ldl * ldl), kPad);
 }
 
 // Where a thread's slot keeps the pair's keep bits (8-byte aligned: the slot and ldl are multiples of 16).
 uint64_t* keep_bits_slot(float* scratch, int64_t HS, int64_t ldl) {
-  return reinterpret_cast<uint64_t*>(scratch + (HS + 2 * ldl + 1) * ldl);
+  return reinterpret_cast<uint64_t*>(scratch + (HS + 2 * ldl) * ldl);
 }
 
 // Geometry and dropout of one (sequence, head) problem.
@@ -275,6 +275,16 @@ Checked check_arguments(const int64_t* seq_offsets, int64_t S, int64_t NH, int64
   return {slot, threads};
 }
 
+// Calls body(s, h, slot) for every (sequence s, head h) pair on the team, `slot` being the calling
+// thread's scratch. One pair per task, each writing only its own outputs: the results do not depend
+// on the thread count.
+template <typename Body>
+void for_each_pair(int64_t S, int64_t NH, const Checked& checked, float* scratch, Body&& body) {
+  const int64_t pairs = S * NH;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(checked.threads) if (pairs > 1)
+  for (int64_t pair = 0; pair < pairs; ++pair) body(pair / NH, pair % NH, scratch + omp_get_thread_num() * checked.slot);
+}
+
 // ---- First query only: one query row against the pair's L keys and values ----
 
 // The pair of sequence s, head h for the first-query kernels: its keys/values, its probability row,
@@ -391,16 +401,13 @@ void attention_forward_train(float* out, float* probs, const float* qkv, const i
       check_arguments(seq_offsets, S, NH, HS, dropout_p, scratch, scratch_floats, "attention_forward_train");
   check(static_cast<const float*>(out) != qkv, "attention_forward_train: out must not alias qkv");
   const int64_t C = NH * HS;
-  const int64_t pairs = S * NH;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(checked.threads) if (pairs > 1)
-  for (int64_t pair = 0; pair < pairs; ++pair) {
-    const int64_t s = pair / NH, h = pair % NH;
+  for_each_pair(S, NH, checked, scratch, [&](int64_t s, int64_t h, float* slot) {
     const int64_t begin = seq_offsets[s], L = seq_offsets[s + 1] - begin;
-    if (L == 0) continue;
+    if (L == 0) return;
     const int64_t block = attention_probs_offset(seq_offsets, s, NH) + h * L * L;
     Pair problem{qkv + begin * 3 * C, L, C, h, HS, probs + block, offset + static_cast<uint64_t>(block)};
-    forward_pair(problem, probs + block, out + begin * C, dropout_p, seed, scratch + omp_get_thread_num() * checked.slot);
-  }
+    forward_pair(problem, probs + block, out + begin * C, dropout_p, seed, slot);
+  });
 }
 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* probs,
@@ -411,18 +418,13 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
   check(static_cast<const float*>(dqkv) != qkv && static_cast<const float*>(dqkv) != dout,
         "attention_backward: dqkv must not alias qkv or dout");
   const int64_t C = NH * HS;
-  const int64_t pairs = S * NH;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(checked.threads) if (pairs > 1)
-  for (int64_t pair = 0; pair < pairs; ++pair) {
-    const int64_t s = pair / NH, h = pair % NH;
+  for_each_pair(S, NH, checked, scratch, [&](int64_t s, int64_t h, float* slot) {
     const int64_t begin = seq_offsets[s], L = seq_offsets[s + 1] - begin;
-    if (L == 0) continue;
+    if (L == 0) return;
     const int64_t block = attention_probs_offset(seq_offsets, s, NH) + h * L * L;
-    Pair problem{qkv + begin * 3 * C, L, C, h, HS, probs + block,
-                 offset + static_cast<uint64_t>(block)};
-    backward_pair(problem, dqkv + begin * 3 * C, dout + begin * C, dropout_p, seed,
-                  scratch + omp_get_thread_num() * checked.slot);
-  }
+    Pair problem{qkv + begin * 3 * C, L, C, h, HS, probs + block, offset + static_cast<uint64_t>(block)};
+    backward_pair(problem, dqkv + begin * 3 * C, dout + begin * C, dropout_p, seed, slot);
+  });
 }
 
 void first_query_attention_forward_train(float* out, float* probs, const float* q, const float* qkv,
@@ -434,18 +436,15 @@ void first_query_attention_forward_train(float* out, float* probs, const float* 
   check(static_cast<const float*>(out) != qkv && static_cast<const float*>(out) != q,
         "first_query_attention_forward_train: out must not alias q or qkv");
   const int64_t C = NH * HS;
-  const int64_t pairs = S * NH;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(checked.threads) if (pairs > 1)
-  for (int64_t pair = 0; pair < pairs; ++pair) {
-    const int64_t s = pair / NH, h = pair % NH;
+  for_each_pair(S, NH, checked, scratch, [&](int64_t s, int64_t h, float* slot) {
     const FirstQueryPair problem = first_query_pair(q, qkv, seq_offsets, s, h, NH, HS, offset);
+    float* out_h = out + s * C + h * HS;
     if (problem.L == 0) {  // an empty sequence attends to nothing
-      std::fill(out + s * C + h * HS, out + s * C + (h + 1) * HS, 0.0f);
-      continue;
+      std::fill(out_h, out_h + HS, 0.0f);
+      return;
     }
-    first_query_forward_pair(problem, probs + NH * seq_offsets[s] + h * problem.L, out + s * C + h * HS, dropout_p,
-                             seed, scratch + omp_get_thread_num() * checked.slot);
-  }
+    first_query_forward_pair(problem, probs + NH * seq_offsets[s] + h * problem.L, out_h, dropout_p, seed, slot);
+  });
 }
 
 void first_query_attention_backward(float* dq, float* dqkv, const float* dout, const float* q, const float* qkv,
@@ -458,20 +457,17 @@ void first_query_attention_backward(float* dq, float* dqkv, const float* dout, c
     check(input != dq && input != dqkv, "first_query_attention_backward: dq and dqkv must not alias the inputs");
   }
   const int64_t C = NH * HS;
-  const int64_t pairs = S * NH;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(checked.threads) if (pairs > 1)
-  for (int64_t pair = 0; pair < pairs; ++pair) {
-    const int64_t s = pair / NH, h = pair % NH;
+  for_each_pair(S, NH, checked, scratch, [&](int64_t s, int64_t h, float* slot) {
     const FirstQueryPair problem = first_query_pair(q, qkv, seq_offsets, s, h, NH, HS, offset);
+    float* dq_h = dq + s * C + h * HS;
     if (problem.L == 0) {
-      std::fill(dq + s * C + h * HS, dq + s * C + (h + 1) * HS, 0.0f);
-      continue;
+      std::fill(dq_h, dq_h + HS, 0.0f);
+      return;
     }
-    float* slot = scratch + omp_get_thread_num() * checked.slot;  // ds (L), then the multipliers (L)
-    first_query_backward_pair(problem, probs + NH * seq_offsets[s] + h * problem.L, dout + s * C + h * HS,
-                              dq + s * C + h * HS, dqkv + seq_offsets[s] * 3 * C, dropout_p, seed, slot,
-                              slot + problem.L);
-  }
+    // The slot holds ds (L), then the multipliers (L).
+    first_query_backward_pair(problem, probs + NH * seq_offsets[s] + h * problem.L, dout + s * C + h * HS, dq_h,
+                              dqkv + seq_offsets[s] * 3 * C, dropout_p, seed, slot, slot + problem.L);
+  });
 }
 
 }  // namespace scalebert::kernels

@@ -24,8 +24,9 @@ int64_t attention_probs_offset(const int64_t* seq_offsets, int64_t s, int64_t NH
 
 // Floats of scratch attention_forward_train and attention_backward need for sequences up to max_len
 // tokens, head size HS, `threads` OpenMP threads (pass scalebert::num_threads()); per thread
-// (HS + 2 * ldl + 1) * ldl floats with ldl = round_up(max_len, 16) (dS and P * dropout as ldl x ldl
-// matrices: 2 MiB per thread at max_len 512). Allocate once, reuse.
+// (HS + 2 * ldl) * ldl floats with ldl = round_up(max_len, 16) (dS and P * dropout as ldl x ldl
+// matrices: 2 MiB per thread at max_len 512) plus the pair's dropout keep bits (ldl^2 / 32 floats).
+// Allocate once, reuse.
 int64_t attention_train_scratch_floats(int64_t max_len, int64_t HS, int threads);
 
 // Forward (BertSelfAttention without padding), per sequence s and head h, scale = 1/sqrt(HS):
