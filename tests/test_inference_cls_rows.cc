@@ -118,16 +118,7 @@ constexpr const char* kMiniLmShaped = "minilm-shaped";
 
 std::shared_ptr<const BertModel> load_model(const std::string& name) {
   if (name != kMiniLmShaped) return std::make_shared<const BertModel>(BertModel::load(fixture_path(name)));
-  BertConfig config;
-  config.vocab_size = 200;
-  config.hidden_size = 384;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 12;
-  config.intermediate_size = 1536;
-  config.max_position_embeddings = 64;
-  auto model = std::make_shared<BertModel>(BertModel::create(config, TaskHead::kSequenceClassification, true, 3));
-  scalebert::testing::fill_random_parameters(*model, 11);
-  return model;
+  return scalebert::testing::random_bert({200, 384, 2, 12, 1536, 64}, TaskHead::kSequenceClassification, 3, 11);
 }
 
 std::shared_ptr<const InferenceWeights> weights_for(const std::shared_ptr<const BertModel>& model, Variant variant) {

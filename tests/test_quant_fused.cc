@@ -290,15 +290,7 @@ TEST(QuantFused, FusionsRefuseOtherPrecisionsAndBadCombinations) {
 // path computes exactly the unfused values (checked above), in both modes and with some layers f32.
 TEST(QuantFused, EncoderFusedEqualsUnfused) {
   if (!kernels::cpu_has_int8_dot_product()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
-  BertConfig config;
-  config.vocab_size = 500;
-  config.hidden_size = 128;
-  config.num_hidden_layers = 3;
-  config.num_attention_heads = 2;
-  config.intermediate_size = 512;
-  config.max_position_embeddings = 256;
-  auto model = std::make_shared<BertModel>(BertModel::create(config, TaskHead::kTokenClassification, true, 3));
-  scalebert::testing::fill_random_parameters(*model, 5);
+  auto model = scalebert::testing::random_bert({500, 128, 3, 2, 512, 256}, TaskHead::kTokenClassification, 3, 5);
   std::mt19937 generator(6);  // token ids
   PrecisionPlan all_int8, mixed;
   for (const std::string& linear : quant::linear_names(*model)) {
@@ -345,19 +337,11 @@ TEST(QuantFused, LoadReleasesTheF32TableAndRunsTheSame) {
   const testing::TempDir temp;
   const fs::path root = temp.path();
   fs::create_directories(root / "f32");
-  BertConfig config;
-  config.vocab_size = 300;
-  config.hidden_size = 64;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 2;
-  config.intermediate_size = 256;
-  config.max_position_embeddings = 64;
-  BertModel model = BertModel::create(config, TaskHead::kNone, true, 0);
-  scalebert::testing::fill_random_parameters(model, 9);
+  const auto model = scalebert::testing::random_bert({300, 64, 2, 2, 256, 64}, TaskHead::kNone, 0, 9);
   std::mt19937 generator(10);  // token ids
   std::vector<std::pair<std::string, Tensor>> tensors;
-  for (const ParameterEntry& entry : model.parameters.entries()) tensors.emplace_back(entry.name, model.parameters.get(entry.name));
-  config.save(root / "f32" / "config.json");
+  for (const ParameterEntry& entry : model->parameters.entries()) tensors.emplace_back(entry.name, model->parameters.get(entry.name));
+  model->config.save(root / "f32" / "config.json");
   save_safetensors(root / "f32" / "model.safetensors", tensors);
   quant::quantize_model(root / "f32", root / "int8", quant::QuantizeOptions{});
 

@@ -201,6 +201,19 @@ void fill_random_parameters(BertModel& model, uint32_t seed, float stddev) {
   }
 }
 
+std::shared_ptr<BertModel> random_bert(const EncoderShape& shape, TaskHead head, int64_t labels, uint32_t seed) {
+  BertConfig config;
+  config.vocab_size = shape.vocab_size;
+  config.hidden_size = shape.hidden_size;
+  config.num_hidden_layers = shape.num_hidden_layers;
+  config.num_attention_heads = shape.num_attention_heads;
+  config.intermediate_size = shape.intermediate_size;
+  config.max_position_embeddings = shape.max_position_embeddings;
+  auto model = std::make_shared<BertModel>(BertModel::create(config, head, true, labels));
+  fill_random_parameters(*model, seed);
+  return model;
+}
+
 BertModel negated_classifier(const fs::path& model_dir) {
   BertModel model = BertModel::load(model_dir);
   for (const char* name : {"classifier.weight", "classifier.bias"}) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,9 +14,9 @@
 
 #include "core/tensor.h"
 #include "kernels/cpu/low_precision_matmul.h"
+#include "model/bert_model.h"
 
 namespace scalebert {
-struct BertModel;
 namespace store {
 class CheckpointStore;
 }  // namespace store
@@ -133,6 +134,15 @@ train::TrainConfig tiny_train_config(const TempDir& dir, const std::string& task
 // Sets every parameter of `model` to a draw from N(0, stddev^2), LayerNorm weights to 1 + that: a
 // random model of any shape whose activations stay O(1) (std::mt19937 seeded with `seed`).
 void fill_random_parameters(BertModel& model, uint32_t seed, float stddev = 0.05f);
+
+// The encoder shape of a random test model (BertConfig's defaults elsewhere).
+struct EncoderShape {
+  int64_t vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
+      max_position_embeddings;
+};
+// A model of that shape with a pooler and `labels` outputs on `head`, its parameters from
+// fill_random_parameters(seed).
+std::shared_ptr<BertModel> random_bert(const EncoderShape& shape, TaskHead head, int64_t labels, uint32_t seed);
 
 // ---------------------------------------------------------------------------------------------
 // Models and corruptions for checkpoint-store tests.
