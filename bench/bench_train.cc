@@ -7,14 +7,17 @@
 //   F = 2 * P_lin * T + 4 * L * T^2 * C
 // FLOPs (P_lin: the encoder's Linear weights, L * (4 C^2 + 2 C I); the T^2 term is Q K^T and P V),
 // and a training step about 3 F (backward = two products per forward product). At the machine's
-// measured f32 peak (234 GFLOP/s on 2 threads unless --peak-gflops says otherwise) the fastest
-// possible step is 3 F B / peak; the fraction printed is that time over the measured median.
+// measured peak for the products' precision (f32 234 GFLOP/s, bf16 467 GFLOP/s on 2 threads, unless
+// --peak-gflops says otherwise) the fastest possible step is 3 F B / peak; the fraction printed is
+// that time over the measured median.
+// --precision bf16 runs mixed precision (TrainingGraph's bf16 products; training_graph.cc's header).
 // Memory: planned = TrainingGraph::planned_bytes() (activations, planned before the first step)
 // plus parameters, gradients and the two AdamW moments (4 arenas); and the process's max RSS.
 //
 // --breakdown also prints (to stderr) the median wall time of each phase of the step.
 //
-// Usage: bench_train [--model base|small|both] [--steps N] [--threads N] [--peak-gflops G] [--json] [--breakdown]
+// Usage: bench_train [--model base|small|both] [--precision f32|bf16] [--steps N] [--threads N]
+//                    [--peak-gflops G] [--json] [--breakdown]
 #include <sys/resource.h>
 #include <time.h>
 
@@ -55,7 +58,8 @@ double max_rss_mib() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux: KiB
 }
 
-void run(const BenchShape& shape, int steps, double peak_gflops, bool json, bool breakdown) {
+void run(const BenchShape& shape, kernels::Precision precision, int steps, double peak_gflops, bool json,
+         bool breakdown) {
   BertConfig config;
   config.vocab_size = 30522;
   config.hidden_size = shape.hidden;
@@ -76,7 +80,9 @@ void run(const BenchShape& shape, int steps, double peak_gflops, bool json, bool
   }
   Tensor gradients = model.parameters.make_arena();
   Tensor values = model.parameters.values();
-  TrainingGraph graph(model, gradients, DropoutRates::from_config(config));
+  TrainingGraph graph(model, gradients, DropoutRates::from_config(config), precision);
+  if (peak_gflops <= 0.0) peak_gflops = graph.products() == kernels::Precision::kBF16 ? 467.0 : 234.0;
+  const std::string precision_name(kernels::precision_name(graph.products()));
   train::OptimizerOptions options;
   train::AdamW optimizer(model.parameters, options);
 
@@ -145,22 +151,22 @@ void run(const BenchShape& shape, int steps, double peak_gflops, bool json, bool
   const double planned_mib = (static_cast<double>(graph.planned_bytes()) + state_bytes) / (1024.0 * 1024.0);
   const double sequences_per_second = static_cast<double>(B) / median;
   if (json) {
-    std::printf("{\"model\": \"%s\", \"batch\": %lld, \"tokens\": %lld, \"threads\": %d, \"steps\": %zu, "
+    std::printf("{\"model\": \"%s\", \"precision\": \"%s\", \"batch\": %lld, \"tokens\": %lld, \"threads\": %d, \"steps\": %zu, "
                 "\"median_step_s\": %.4f, \"min_step_s\": %.4f, \"seq_per_s\": %.2f, \"achieved_gflops\": %.1f, "
                 "\"gemm_limit_fraction\": %.3f, \"planned_mib\": %.1f, \"activation_mib\": %.1f, "
                 "\"max_rss_mib\": %.1f, \"loss\": %.4f, \"cpu_step_s\": %.4f, \"cpu_seq_per_s\": %.2f, "
                 "\"cpu_gemm_limit_fraction\": %.3f}\n",
-                shape.name, static_cast<long long>(B), static_cast<long long>(T), num_threads(), seconds.size(),
-                median, seconds.front(), sequences_per_second, step_flops / median / 1e9, limit_seconds / median,
+                shape.name, precision_name.c_str(), static_cast<long long>(B), static_cast<long long>(T), num_threads(),
+                seconds.size(), median, seconds.front(), sequences_per_second, step_flops / median / 1e9, limit_seconds / median,
                 planned_mib, static_cast<double>(graph.planned_bytes()) / (1024.0 * 1024.0), max_rss_mib(), last_loss,
                 cpu_median, static_cast<double>(B) / cpu_median, limit_seconds / cpu_median);
   } else {
-    std::printf("%-6s batch %lld x %lld, %d threads: median step %.3f s (min %.3f, %zu steps) = %.2f seq/s, "
+    std::printf("%-6s %s batch %lld x %lld, %d threads: median step %.3f s (min %.3f, %zu steps) = %.2f seq/s, "
                 "%.1f GFLOP/s = %.0f%% of the GEMM-only limit (%.0f GFLOP/s peak); memory planned %.0f MiB "
                 "(activations %.0f + 4 parameter arenas %.0f), max RSS %.0f MiB; loss %.4f; by CPU time per thread "
                 "%.3f s = %.2f seq/s = %.0f%% of the limit\n",
-                shape.name, static_cast<long long>(B), static_cast<long long>(T), num_threads(), median,
-                seconds.front(), seconds.size(), sequences_per_second, step_flops / median / 1e9,
+                shape.name, precision_name.c_str(), static_cast<long long>(B), static_cast<long long>(T), num_threads(),
+                median, seconds.front(), seconds.size(), sequences_per_second, step_flops / median / 1e9,
                 100.0 * limit_seconds / median, peak_gflops, planned_mib,
                 static_cast<double>(graph.planned_bytes()) / (1024.0 * 1024.0), state_bytes / (1024.0 * 1024.0),
                 max_rss_mib(), last_loss, cpu_median, static_cast<double>(B) / cpu_median,
@@ -174,7 +180,8 @@ void run(const BenchShape& shape, int steps, double peak_gflops, bool json, bool
 int main(int argc, char** argv) {
   std::string which = "both";
   int steps = 0;
-  double peak_gflops = 234.0;
+  double peak_gflops = 0.0;  // the precision's measured peak
+  std::string precision_name = "f32";
   bool json = false;
   bool breakdown = false;
   for (int i = 1; i < argc; ++i) {
@@ -190,6 +197,8 @@ int main(int argc, char** argv) {
       which = value();
     } else if (arg == "--steps") {
       steps = std::stoi(value());
+    } else if (arg == "--precision") {
+      precision_name = value();
     } else if (arg == "--threads") {
       set_num_threads(std::stoi(value()));
     } else if (arg == "--peak-gflops") {
@@ -199,16 +208,17 @@ int main(int argc, char** argv) {
     } else if (arg == "--breakdown") {
       breakdown = true;
     } else {
-      std::fprintf(stderr, "usage: bench_train [--model base|small|both] [--steps N] [--threads N] "
-                           "[--peak-gflops G] [--json] [--breakdown]\n");
+      std::fprintf(stderr, "usage: bench_train [--model base|small|both] [--precision f32|bf16] [--steps N] "
+                           "[--threads N] [--peak-gflops G] [--json] [--breakdown]\n");
       return 2;
     }
   }
   const BenchShape base{"base", 12, 768, 12, 3072, 8, 128};
   const BenchShape small{"small", 4, 256, 4, 1024, 32, 64};
   try {
-    if (which == "base" || which == "both") run(base, steps > 0 ? steps : 5, peak_gflops, json, breakdown);
-    if (which == "small" || which == "both") run(small, steps > 0 ? steps : 10, peak_gflops, json, breakdown);
+    const kernels::Precision precision = kernels::precision_from_name(precision_name);
+    if (which == "base" || which == "both") run(base, precision, steps > 0 ? steps : 5, peak_gflops, json, breakdown);
+    if (which == "small" || which == "both") run(small, precision, steps > 0 ? steps : 10, peak_gflops, json, breakdown);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "bench_train: %s\n", error.what());
     return 1;

@@ -34,6 +34,7 @@
 #include "kernels/cpu/layernorm_backward.h"
 #include "kernels/cpu/linear_backward.h"
 #include "kernels/cpu/loss.h"
+#include "kernels/cpu/low_precision_matmul.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/reference_backward.h"
 #include "kernels/cpu/softmax_backward.h"
@@ -226,6 +227,64 @@ TEST(LinearBackward, StridedBuffersLeavePaddingAlone) {
   expect_close_scaled(dx, dx_ref, 1e-5, "strided dx");
   expect_close_scaled(dw, dw_ref, 1e-5, "strided dW");
   expect_close_scaled(db, db_ref, 1e-6, "strided db");
+}
+
+// Mixed precision: the products read bf16 copies of x, W and dy (strided like their f32 originals)
+// and accumulate in f32; the result equals the double-precision backward of the ROUNDED operands,
+// while the bias gradient sums the unrounded f32 dy.
+TEST(LinearBackward, Bf16OperandsMatchTheReferenceOfTheRoundedValues) {
+  if (!cpu_has_bf16()) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  std::mt19937 rng(11);
+  const int64_t M = 70, K = 48, N = 20, dy_stride = 3 * N;  // dy: the middle third of a wider gradient
+  const Doubles x = random_doubles(rng, M * K), w = random_doubles(rng, N * K), dy = random_doubles(rng, M * N);
+  auto rounded = [](const Doubles& values) {
+    Doubles out(values.size());
+    for (size_t i = 0; i < values.size(); ++i) out[i] = bf16_to_float(float_to_bf16(static_cast<float>(values[i])));
+    return out;
+  };
+  auto to_bf16 = [](const Doubles& values) {
+    std::vector<BFloat16> out(values.size());
+    for (size_t i = 0; i < values.size(); ++i) out[i] = float_to_bf16(static_cast<float>(values[i]));
+    return out;
+  };
+  const Floats dy_f32 = to_floats(dy);
+  Floats dy_wide(M * dy_stride, 9.0f);
+  std::vector<BFloat16> dy_wide_bf16(M * dy_stride, float_to_bf16(9.0f));
+  const std::vector<BFloat16> dy_bf16 = to_bf16(dy);
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N; ++n) {
+      dy_wide[m * dy_stride + N + n] = dy_f32[m * N + n];
+      dy_wide_bf16[m * dy_stride + N + n] = dy_bf16[m * N + n];
+    }
+  }
+  const std::vector<BFloat16> x_bf16 = to_bf16(x), w_bf16 = to_bf16(w);
+  const Bf16Operands operands{x_bf16.data(), w_bf16.data(), dy_wide_bf16.data() + N};
+  Floats dx(M * K, 1.0f), dw(N * K, 0.5f), db(N, 0.25f);
+  // The f32 x and W are unused with bf16 operands: null here proves it.
+  LinearBackwardStep step(nullptr, K, nullptr, dy_wide.data() + N, dy_stride, dx.data(), K, dw.data(), db.data(), M, K,
+                          N, true, &operands);
+  run_step(step);
+
+  Doubles dx_ref(M * K), dw_ref(N * K, 0.0), db_ref(N, 0.0);
+  const Doubles dy_rounded = rounded(dy);
+  ref::linear_backward(dx_ref.data(), dw_ref.data(), db_ref.data(), dy_rounded.data(), rounded(x).data(),
+                       rounded(w).data(), M, K, N, false);
+  Doubles dx_expected = dx_ref, dw_expected = dw_ref, db_expected(N, 0.25);
+  for (double& v : dx_expected) v += 1.0;  // accumulate_dx
+  for (double& v : dw_expected) v += 0.5;  // dW is added to
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t m = 0; m < M; ++m) db_expected[n] += static_cast<double>(dy_f32[m * N + n]);
+  }
+  expect_close_scaled(dx, dx_expected, 1e-5, "bf16 dx");
+  expect_close_scaled(dw, dw_expected, 1e-5, "bf16 dW");
+  expect_close_scaled(db, db_expected, 1e-6, "db from the f32 dy");
+  // The rounding is real: the f32 operands' dW differs from the rounded one by far more than 1e-5.
+  Doubles dw_exact(N * K, 0.0), dx_exact(M * K), db_exact(N, 0.0);
+  ref::linear_backward(dx_exact.data(), dw_exact.data(), db_exact.data(), dy.data(), x.data(), w.data(), M, K, N,
+                       false);
+  double largest = 0.0;
+  for (int64_t i = 0; i < N * K; ++i) largest = std::max(largest, std::fabs(dw_exact[i] - dw_ref[i]));
+  EXPECT_GT(largest, 1e-4 * max_abs(dw_ref));
 }
 
 TEST(LinearBackward, BiasGradientIndependentOfThreadCount) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/arena.h"
+#include "kernels/cpu/low_precision_matmul.h"
 #include "kernels/cpu/matmul.h"
 #include "testing.h"
 
@@ -120,6 +121,45 @@ TEST(Matmul, PlainViewSeesUpdatedWeights) {
       ASSERT_NEAR(y[i], expected[i], 1e-4f * (1.0f + std::fabs(expected[i]))) << "round " << round << " at " << i;
     }
   }
+}
+
+// A BF16 plain view (mixed-precision training) multiplies BF16 rows: the result is the f32 product
+// of the rounded values (low_precision_matmul.h's bf16 reference), with the residual sum and bias;
+// F32 rows on BF16 weights (or the reverse) are refused.
+TEST(Matmul, Bf16PlainViewMatchesTheRoundedReference) {
+  if (!cpu_has_bf16()) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  const int64_t rows = 37, in = 64, out = 48, x_stride = in + 16;
+  const std::vector<float> weight_values = random_vector(out * in, 30, 0.2f), x = random_vector(rows * x_stride, 31);
+  Tensor weight_f32 = Tensor::empty({out, in}, DType::kF32), weight = Tensor::empty({out, in}, DType::kBF16);
+  Tensor bias = Tensor::empty({out}, DType::kF32);
+  std::copy(weight_values.begin(), weight_values.end(), weight_f32.data<float>());
+  for (int64_t i = 0; i < weight.numel(); ++i) weight.data<BFloat16>()[i] = float_to_bf16(weight_values[i]);
+  const std::vector<float> bias_values = random_vector(out, 32);
+  std::copy(bias_values.begin(), bias_values.end(), bias.data<float>());
+  std::vector<BFloat16> x_bf16(x.size());
+  std::vector<float> x_dense(rows * in);
+  for (size_t i = 0; i < x.size(); ++i) x_bf16[i] = float_to_bf16(x[i]);
+  for (int64_t r = 0; r < rows; ++r) std::copy_n(x.data() + r * x_stride, in, x_dense.data() + r * in);
+
+  PackedLinear linear = PackedLinear::plain_view(weight, bias);
+  EXPECT_EQ(linear.weight_dtype(), DType::kBF16);
+  std::vector<float> y = random_vector(rows * out, 33), expected = y;
+  LinearStep step(linear, x_bf16.data(), x_stride, y.data(), out, rows, Epilogue::kNone, true);
+  std::shared_ptr<void> scratch = allocate_aligned(step.scratchpad_bytes());
+  step.bind_scratchpad(scratch.get());
+  dnnl::stream stream(cpu_engine());
+  step.run(stream);
+  stream.wait();
+  bf16_linear_reference(x_dense.data(), weight_f32.data<float>(), bias.data<float>(), expected.data(), rows, in, out,
+                        Epilogue::kNone, true);
+  for (int64_t i = 0; i < rows * out; ++i) {
+    ASSERT_NEAR(y[i], expected[i], 1e-5f * (1.0f + std::fabs(expected[i]))) << "at " << i;
+  }
+  EXPECT_THROW(LinearStep(linear, x.data(), x_stride, y.data(), out, rows, Epilogue::kNone, false), InvalidArgument);
+  PackedLinear f32_view = PackedLinear::plain_view(weight_f32, bias);
+  EXPECT_THROW(LinearStep(f32_view, x_bf16.data(), x_stride, y.data(), out, rows, Epilogue::kNone, false),
+               InvalidArgument);
+  EXPECT_THROW(PackedLinear(weight, bias), InvalidArgument);  // packed copies are f32 only
 }
 
 TEST(Matmul, RejectsBadShapes) {

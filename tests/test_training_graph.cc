@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "io/safetensors.h"
+#include "kernels/cpu/low_precision_matmul.h"
 #include "model/bert_model.h"
 #include "model/inference_session.h"
 #include "train/training_graph.h"
@@ -97,6 +98,51 @@ TEST_P(TrainingGraphFixture, LossAndGradientsMatchPyTorch) {
   for (int64_t i = 0; i < gradients.numel(); i += 97) {
     EXPECT_NEAR(gradients.data<float>()[i], 1.5f * once[i], 1e-5f + 1e-4f * std::fabs(once[i])) << i;
   }
+}
+
+// Mixed precision against the same f32 PyTorch gradients: the encoder's products round their
+// operands to bf16 (8 significant bits), so each gradient tensor agrees to about 1% of its norm
+// rather than 1e-4 of its largest value; a product fed a stale or wrong bf16 copy is off by O(1).
+TEST_P(TrainingGraphFixture, Bf16ProductsMatchPyTorchToBf16Accuracy) {
+  if (!kernels::cpu_has_bf16()) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  const std::filesystem::path reference_path = fixture_path("train") / (GetParam() + ".safetensors");
+  SCALEBERT_REQUIRE_PATH(reference_path);
+  BertModel model = BertModel::load(fixture_path(GetParam()));
+  Tensor gradients = model.parameters.make_arena();
+  TrainingGraph graph(model, gradients, DropoutRates::none(), kernels::Precision::kBF16);
+  ASSERT_EQ(graph.products(), kernels::Precision::kBF16);
+  SafetensorsFile reference = SafetensorsFile::open(reference_path);
+  StepLoss loss = graph.forward_backward(training_batch(reference, model.head), 1.0f, 42);
+  const double expected_loss = reference.tensor("loss").data<float>()[0];
+  EXPECT_NEAR(loss.loss, expected_loss, 1e-2 * std::fabs(expected_loss));
+  EXPECT_NE(loss.loss, expected_loss);  // the products did round
+
+  // Per tensor: ||ours - expected|| / ||expected||, with the norm floored at 1e-5 of the largest
+  // tensor's: gradients that are zero in exact arithmetic (the key bias under softmax, a bias
+  // feeding a LayerNorm) hold only rounding noise of ~1e-8 in both.
+  std::vector<std::pair<std::string, std::pair<double, double>>> errors;  // name, (||difference||, ||expected||)
+  double largest_norm = 0.0;
+  for (const ParameterEntry& entry : model.parameters.entries()) {
+    const std::string name = "grad." + entry.name;
+    if (!reference.has(name)) continue;
+    Tensor expected = reference.tensor(name);
+    Tensor ours = model.parameters.view(gradients, entry.name);
+    double difference = 0.0, norm = 0.0;
+    for (int64_t i = 0; i < ours.numel(); ++i) {
+      const double e = expected.data<float>()[i], d = ours.data<float>()[i] - e;
+      difference += d * d;
+      norm += e * e;
+    }
+    errors.push_back({entry.name, {std::sqrt(difference), std::sqrt(norm)}});
+    largest_norm = std::max(largest_norm, std::sqrt(norm));
+  }
+  double worst = 0.0;
+  for (const auto& [name, error] : errors) {
+    const double relative = error.first / std::max(error.second, 1e-5 * largest_norm);
+    worst = std::max(worst, relative);
+    EXPECT_LT(relative, 3e-2) << name << ": ||difference|| " << error.first << ", ||expected|| " << error.second;
+  }
+  std::cout << GetParam() << ": worst relative gradient error " << worst << "\n";
 }
 
 INSTANTIATE_TEST_SUITE_P(Heads, TrainingGraphFixture,

@@ -25,6 +25,18 @@
 // sequence (first_query_attention_*, drawing the dropout mask the full attention gives query row 0).
 // In backward, only the [CLS] queries carry a gradient: dK and dV come from them alone, and dQ lives
 // on the S [CLS] rows.
+//
+// Mixed precision (products = bf16), the CPU counterpart of PyTorch's autocast for Linear layers:
+// each of a layer's four token-row products, forward and backward, multiplies bf16 copies of its
+// operands (round to nearest even) with f32 accumulation and f32 results (AVX512_BF16, about twice
+// the f32 product rate on this CPU). The copies: the weights, rounded from the f32 master weights at
+// the start of every run (the optimizer updates the f32 values); each product input (x_in, context,
+// h1, act(ff_pre)), rounded when it is written and kept for the weight gradient; each product's
+// output gradient (d qkv, d temp, d ff), rounded before its two backward products. Everything else
+// stays f32: embeddings, attention (Q K^T, softmax, P V), layer norms, GELU, dropout, the bias
+// gradients (summed from the f32 dy), the heads and the [CLS]-row part of the last layer (S rows),
+// parameters, gradients and optimizer state. The copies cover bucket rows: pad rows of an f32
+// activation are finite and of an f32 gradient zero, and so are their copies.
 #include "train/training_graph.h"
 
 #include <algorithm>
@@ -40,6 +52,7 @@
 #include "kernels/cpu/layernorm.h"
 #include "kernels/cpu/layernorm_backward.h"
 #include "kernels/cpu/loss.h"
+#include "kernels/cpu/quantize_rows.h"
 #include "model/inference_session.h"
 
 namespace scalebert {
@@ -97,6 +110,10 @@ struct TrainingGraph::Layer {
   std::unique_ptr<PackedLinear> qkv, attention_out, intermediate, output;
   // The [CLS]-row last layer only: views of the Q rows and the K/V rows of the fused weight and bias.
   std::unique_ptr<PackedLinear> query, key_value;
+  // Mixed precision: views of the bf16 weight copies (in the graph's bf16_weights_) and the products
+  // on them; the f32 views above still serve the [CLS]-row part of the last layer.
+  Tensor qkv_weight_bf16, attention_out_weight_bf16, intermediate_weight_bf16, output_weight_bf16;
+  std::unique_ptr<PackedLinear> qkv_bf16, attention_out_bf16, intermediate_bf16, output_bf16, key_value_bf16;
 
   // Saved activations.
   float* x_in = nullptr;     // (M, C)
@@ -112,6 +129,11 @@ struct TrainingGraph::Layer {
   float* mean2 = nullptr;    // (M)
   float* rstd2 = nullptr;    // (M)
   float* probs = nullptr;    // (NH * M * L_max) >= NH * sum_s L_s^2
+  // Mixed precision: bf16 copies of the four product inputs, kept for the weight gradients.
+  BFloat16* x_in_bf16 = nullptr;     // (M, C)
+  BFloat16* context_bf16 = nullptr;  // (M, C)
+  BFloat16* h1_bf16 = nullptr;       // (M, C)
+  BFloat16* ff_act_bf16 = nullptr;   // (M, I)
   // Dropout counter offsets of this layer's three sites, recorded by forward for backward.
   uint64_t attention_offset = 0, attention_out_offset = 0, output_offset = 0;
 };
@@ -156,6 +178,10 @@ struct TrainingGraph::Buffers {
   float* d_masked = nullptr;       // (R, C)
   float* row_losses = nullptr;     // (max(M, R, S))
   int64_t* offsets = nullptr;      // (S + 1)
+  // Mixed precision: bf16 copies of the products' output gradients.
+  BFloat16* d_qkv_bf16 = nullptr;   // (M, 3C)
+  BFloat16* d_temp_bf16 = nullptr;  // (M, C)
+  BFloat16* d_ff_bf16 = nullptr;    // (M, I)
   float* attention_scratch = nullptr;
   int64_t attention_scratch_floats = 0;
   std::vector<int32_t> masked_targets;  // (R)
@@ -192,9 +218,11 @@ float* TrainingGraph::gradient(const std::string& name) const {
   return model_.parameters.view(gradients_, name).data<float>();
 }
 
-TrainingGraph::TrainingGraph(BertModel& model, Tensor gradients, DropoutRates dropout)
+TrainingGraph::TrainingGraph(BertModel& model, Tensor gradients, DropoutRates dropout, kernels::Precision products)
     : model_(model), gradients_(std::move(gradients)), dropout_(dropout), stream_(kernels::cpu_engine()),
       buffers_(std::make_unique<Buffers>()) {
+  check(products != kernels::Precision::kInt8, "training products run in f32 or bf16, not int8");
+  bf16_ = kernels::supported_precision(products) == kernels::Precision::kBF16;
   const ParameterTable& table = model_.parameters;
   gradients_.expect({table.total_elements()}, DType::kF32, "gradient arena");
   check<Unsupported>(model_.head != TaskHead::kNone, "training needs a task head; the model has none");
@@ -240,6 +268,33 @@ TrainingGraph::TrainingGraph(BertModel& model, Tensor gradients, DropoutRates dr
     }
     layers_.push_back(std::move(layer));
   }
+  if (bf16_) {
+    const int64_t I = model_.config.intermediate_size;
+    const int64_t per_layer = 4 * C * C + 2 * C * I;
+    bf16_weights_ = Tensor::empty({per_layer * static_cast<int64_t>(layers_.size())}, DType::kBF16);
+    BFloat16* next = bf16_weights_.data<BFloat16>();
+    auto carve = [&](Shape shape) {
+      Tensor view = Tensor::view(next, shape, DType::kBF16, bf16_weights_.owner());
+      next += shape_numel(shape);
+      return view;
+    };
+    for (auto& layer : layers_) {
+      layer->qkv_weight_bf16 = carve({3 * C, C});
+      layer->attention_out_weight_bf16 = carve({C, C});
+      layer->intermediate_weight_bf16 = carve({I, C});
+      layer->output_weight_bf16 = carve({C, I});
+      layer->qkv_bf16 = plain_view(layer->qkv_weight_bf16, layer->qkv_bias);
+      layer->attention_out_bf16 = plain_view(layer->attention_out_weight_bf16, layer->attention_out_bias);
+      layer->intermediate_bf16 = plain_view(layer->intermediate_weight_bf16, layer->intermediate_bias);
+      layer->output_bf16 = plain_view(layer->output_weight_bf16, layer->output_bias);
+      if (layer->key_value) {
+        BFloat16* weight = layer->qkv_weight_bf16.data<BFloat16>() + C * C;
+        layer->key_value_bf16 = plain_view(Tensor::view(weight, {2 * C, C}, DType::kBF16, bf16_weights_.owner()),
+                                           Tensor::view(layer->qkv_bias.data<float>() + C, {2 * C}, DType::kF32,
+                                                        table.values().owner()));
+      }
+    }
+  }
   switch (model_.head) {
     case TaskHead::kSequenceClassification:
       check<Unsupported>(model_.has_pooler, "sequence classification needs a pooler");
@@ -262,6 +317,18 @@ TrainingGraph::TrainingGraph(BertModel& model, Tensor gradients, DropoutRates dr
 }
 
 TrainingGraph::~TrainingGraph() = default;
+
+void TrainingGraph::round_weights_to_bf16() {
+  for (auto& layer : layers_) {
+    for (auto [weight, copy] : {std::pair<const Tensor*, Tensor*>{&layer->qkv_weight, &layer->qkv_weight_bf16},
+                                {&layer->attention_out_weight, &layer->attention_out_weight_bf16},
+                                {&layer->intermediate_weight, &layer->intermediate_weight_bf16},
+                                {&layer->output_weight, &layer->output_weight_bf16}}) {
+      const int64_t rows = weight->dim(0), columns = weight->dim(1);
+      kernels::convert_rows_bf16(weight->data<float>(), columns, rows, columns, copy->data<BFloat16>(), columns);
+    }
+  }
+}
 
 void TrainingGraph::reserve(int64_t tokens, int64_t sequences, int64_t max_length, int64_t masked_rows) {
   const BertConfig& config = model_.config;
@@ -302,12 +369,25 @@ void TrainingGraph::reserve(int64_t tokens, int64_t sequences, int64_t max_lengt
                {&b.transform_rstd, masked}, {&b.transform_out, masked * C}, {&b.mlm_logits, masked * V},
                {&b.d_transform, masked * C}, {&b.d_masked, masked * C},
                {&b.row_losses, std::max({M, S, masked})}, {&b.attention_scratch, attention_floats}});
+  // Mixed precision's bf16 copies (none in f32).
+  std::vector<std::pair<BFloat16**, int64_t>> bf16_plan;
+  if (bf16_) {
+    for (auto& layer : layers_) {
+      bf16_plan.insert(bf16_plan.end(), {{&layer->x_in_bf16, M * C}, {&layer->context_bf16, M * C},
+                                         {&layer->h1_bf16, M * C}, {&layer->ff_act_bf16, M * I}});
+    }
+    bf16_plan.insert(bf16_plan.end(), {{&b.d_qkv_bf16, M * 3 * C}, {&b.d_temp_bf16, M * C}, {&b.d_ff_bf16, M * I}});
+  }
   size_t bytes = align_up((S + 1) * sizeof(int64_t));
   for (const auto& [pointer, floats] : plan) bytes += align_up(std::max<int64_t>(floats, 1) * sizeof(float));
+  for (const auto& [pointer, count] : bf16_plan) bytes += align_up(count * sizeof(BFloat16));
   arena_ = Arena(bytes);
   std::memset(arena_.block().get(), 0, arena_.capacity());  // pad rows: zero gradients, finite activations
   for (const auto& [pointer, floats] : plan) {
     *pointer = static_cast<float*>(arena_.allocate(std::max<int64_t>(floats, 1) * sizeof(float)));
+  }
+  for (const auto& [pointer, count] : bf16_plan) {
+    *pointer = static_cast<BFloat16*>(arena_.allocate(count * sizeof(BFloat16)));
   }
   b.offsets = static_cast<int64_t*>(arena_.allocate((S + 1) * sizeof(int64_t)));
   b.attention_scratch_floats = attention_floats;
@@ -356,25 +436,43 @@ TrainingGraph::TokenSteps& TrainingGraph::token_steps(int64_t rows) {
     // (out rows, offset) of the fused weight, bias and their gradients, and of qkv_rows / d_qkv.
     const bool kv_only = layer.key_value != nullptr;
     const int64_t qkv_out = kv_only ? 2 * C : 3 * C, qkv_at = kv_only ? C : 0;
+    // Mixed precision: every product reads the bf16 copies of its operands (same layouts).
+    kernels::Bf16Operands qkv_ops, attention_out_ops, intermediate_ops, output_ops;
+    if (bf16_) {
+      qkv_ops = {layer.x_in_bf16, layer.qkv_weight_bf16.data<BFloat16>() + qkv_at * C, b.d_qkv_bf16 + qkv_at};
+      attention_out_ops = {layer.context_bf16, layer.attention_out_weight_bf16.data<BFloat16>(), b.d_temp_bf16};
+      intermediate_ops = {layer.h1_bf16, layer.intermediate_weight_bf16.data<BFloat16>(), b.d_ff_bf16};
+      output_ops = {layer.ff_act_bf16, layer.output_weight_bf16.data<BFloat16>(), b.d_temp_bf16};
+    }
+    const auto mixed = [&](const kernels::Bf16Operands& operands) { return bf16_ ? &operands : nullptr; };
+    // y = x W^T + b on the f32 operands, or on the bf16 copies (x_bf16 with the bf16 weight view).
+    const auto forward = [&](const PackedLinear& linear, const PackedLinear* linear_bf16, const float* x,
+                             const BFloat16* x_bf16, int64_t x_stride, float* y, int64_t y_stride) {
+      return bf16_ ? LinearStep(*linear_bf16, x_bf16, x_stride, y, y_stride, rows, Epilogue::kNone, false)
+                   : LinearStep(linear, x, x_stride, y, y_stride, rows, Epilogue::kNone, false);
+    };
     steps->layers.push_back(TokenSteps::LayerSteps{
-        LinearStep(kv_only ? *layer.key_value : *layer.qkv, layer.x_in, C, layer.qkv_rows + qkv_at, 3 * C, rows,
-                   Epilogue::kNone, false),
-        LinearStep(*layer.attention_out, layer.context, C, b.temp_c, C, rows, Epilogue::kNone, false),
-        LinearStep(*layer.intermediate, layer.h1, C, layer.ff_pre, I, rows, Epilogue::kNone, false),
-        LinearStep(*layer.output, layer.ff_act, I, b.temp_c, C, rows, Epilogue::kNone, false),
+        forward(kv_only ? *layer.key_value : *layer.qkv, kv_only ? layer.key_value_bf16.get() : layer.qkv_bf16.get(),
+                layer.x_in, layer.x_in_bf16, C, layer.qkv_rows + qkv_at, 3 * C),
+        forward(*layer.attention_out, layer.attention_out_bf16.get(), layer.context, layer.context_bf16, C, b.temp_c,
+                C),
+        forward(*layer.intermediate, layer.intermediate_bf16.get(), layer.h1, layer.h1_bf16, C, layer.ff_pre, I),
+        forward(*layer.output, layer.output_bf16.get(), layer.ff_act, layer.ff_act_bf16, I, b.temp_c, C),
         // d of qkv = x Wqkv^T + b: dx ADDED onto the residual gradient already in d_x.
         LinearBackwardStep(layer.x_in, C, layer.qkv_weight.data<float>() + qkv_at * C, b.d_qkv + qkv_at, 3 * C,
                            b.d_x, C, layer.d_qkv_weight + qkv_at * C, layer.d_qkv_bias + qkv_at, rows, C, qkv_out,
-                           true),
+                           true, mixed(qkv_ops)),
         // d of temp = context Wo^T + bo: dx is d_context (overwritten).
         LinearBackwardStep(layer.context, C, layer.attention_out_weight.data<float>(), b.d_temp, C, b.d_context, C,
-                           layer.d_attention_out_weight, layer.d_attention_out_bias, rows, C, C, false),
+                           layer.d_attention_out_weight, layer.d_attention_out_bias, rows, C, C, false,
+                           mixed(attention_out_ops)),
         // d of ff_pre = h1 W1^T + b1: dx ADDED onto the residual gradient of h1 in d_x.
         LinearBackwardStep(layer.h1, C, layer.intermediate_weight.data<float>(), b.d_ff, I, b.d_x, C,
-                           layer.d_intermediate_weight, layer.d_intermediate_bias, rows, C, I, true),
+                           layer.d_intermediate_weight, layer.d_intermediate_bias, rows, C, I, true,
+                           mixed(intermediate_ops)),
         // d of temp = act(ff_pre) W2^T + b2: dx is d_ff (overwritten).
         LinearBackwardStep(layer.ff_act, I, layer.output_weight.data<float>(), b.d_temp, C, b.d_ff, I,
-                           layer.d_output_weight, layer.d_output_bias, rows, I, C, false),
+                           layer.d_output_weight, layer.d_output_bias, rows, I, C, false, mixed(output_ops)),
     });
     const auto& added = steps->layers.back();
     for (const LinearStep* step : {&added.qkv, &added.attention_out, &added.intermediate, &added.output}) {
@@ -629,6 +727,11 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
   const float p_classifier = train ? dropout_.classifier : 0.0f;
   const int64_t M = InferenceSession::bucket_rows(N);
   TokenSteps& steps = token_steps(M);
+  // Mixed precision: the products' bf16 copies of f32 buffers of M rows (the top of this file).
+  const auto round_rows = [&](const float* source, BFloat16* copy, int64_t width) {
+    if (bf16_) kernels::convert_rows_bf16(source, width, M, width, copy, width);
+  };
+  if (bf16_) round_weights_to_bf16();
   std::memcpy(b.offsets, tokens.sequence_offsets.data(), (S + 1) * sizeof(int64_t));
   if (train) {
     // Gradient rows past the real tokens (and sequences) are read by the bucket-sized products: a
@@ -682,6 +785,7 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     Layer& layer = *layers_[index];
     TokenSteps::LayerSteps& layer_steps = steps.layers[index];
     float* next = index + 1 < layers_.size() ? layers_[index + 1]->x_in : b.final_hidden;
+    round_rows(layer.x_in, layer.x_in_bf16, C);
     layer_steps.qkv.run(stream_);  // qkv = x Wqkv^T + b (K and V only in the [CLS]-row last layer)
     layer.attention_offset = offset;
     if (cls_only && index + 1 == layers_.size()) {
@@ -700,6 +804,7 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     kernels::attention_forward_train(layer.context, layer.probs, layer.qkv_rows, b.offsets, S, NH, HS, p_attention,
                                      seed, offset, b.attention_scratch, b.attention_scratch_floats);
     offset += probs_floats;
+    round_rows(layer.context, layer.context_bf16, C);
     layer_steps.attention_out.run(stream_);  // temp = context Wo^T + bo
     layer.attention_out_offset = offset;
     kernels::dropout_forward(layer.r1, b.temp_c, N * C, p_hidden, seed, offset);  // r1 = x + dropout(temp)
@@ -708,8 +813,10 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     for (int64_t i = 0; i < N * C; ++i) layer.r1[i] += layer.x_in[i];
     kernels::layernorm_forward(layer.h1, layer.r1, layer.norm1_gamma.data<float>(), layer.norm1_beta.data<float>(), N,
                                C, eps, layer.mean1, layer.rstd1);
+    round_rows(layer.h1, layer.h1_bf16, C);
     layer_steps.intermediate.run(stream_);  // ff_pre = h1 W1^T + b1
     kernels::activation_forward(activation, layer.ff_act, layer.ff_pre, N * I);
+    round_rows(layer.ff_act, layer.ff_act_bf16, I);
     layer_steps.output.run(stream_);  // temp = act(ff_pre) W2^T + b2
     layer.output_offset = offset;
     kernels::dropout_forward(layer.r2, b.temp_c, N * C, p_hidden, seed, offset);  // r2 = h1 + dropout(temp)
@@ -821,6 +928,7 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
                                               layer.probs, b.offsets, S, NH, HS, p_attention, seed,
                                               layer.attention_offset, b.attention_scratch,
                                               b.attention_scratch_floats);
+      round_rows(b.d_qkv, b.d_qkv_bf16, 3 * C);
       layer_steps.d_qkv.run(stream_);  // K, V: d x += d kv Wkv
       sequence->d_query.run(stream_);  // Q of the [CLS] rows: d_cls_x = d q Wq
       for (int64_t s = 0; s < S; ++s) {
@@ -836,10 +944,12 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     // r2 = h1 + dropout(temp): d_x keeps d r2 as the residual part of d h1; d_temp gets d temp.
     kernels::dropout_backward(b.d_temp, b.d_x, N * C, p_hidden, seed, layer.output_offset);
     // temp = act(ff_pre) W2^T + b2
+    round_rows(b.d_temp, b.d_temp_bf16, C);
     layer_steps.d_output.run(stream_);
     // act(ff_pre)
     kernels::activation_backward(activation, b.d_ff, layer.ff_pre, b.d_ff, N * I);
     // ff_pre = h1 W1^T + b1: d h1 += d ff_pre W1
+    round_rows(b.d_ff, b.d_ff_bf16, I);
     layer_steps.d_intermediate.run(stream_);
     // h1 = LN1(r1)
     kernels::layernorm_backward(b.d_x, layer.d_norm1_gamma, layer.d_norm1_beta, b.d_x, layer.r1,
@@ -847,11 +957,13 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     // r1 = x + dropout(temp)
     kernels::dropout_backward(b.d_temp, b.d_x, N * C, p_hidden, seed, layer.attention_out_offset);
     // temp = context Wo^T + bo
+    round_rows(b.d_temp, b.d_temp_bf16, C);
     layer_steps.d_attention_out.run(stream_);
     // context = dropout(softmax(Q K^T / sqrt(HS))) V
     kernels::attention_backward(b.d_qkv, b.d_context, layer.qkv_rows, layer.probs, b.offsets, S, NH, HS, p_attention,
                                 seed, layer.attention_offset, b.attention_scratch, b.attention_scratch_floats);
     // qkv = x Wqkv^T + b: d x += d qkv Wqkv
+    round_rows(b.d_qkv, b.d_qkv_bf16, 3 * C);
     layer_steps.d_qkv.run(stream_);
   }
   // x_in[0] = dropout(LN0(e)); e = word[id] + position[p] + type[t]

@@ -19,6 +19,7 @@
 
 #include "core/arena.h"
 #include "kernels/cpu/linear_backward.h"
+#include "kernels/cpu/low_precision_matmul.h"
 #include "kernels/cpu/matmul.h"
 #include "model/bert_model.h"
 #include "model/packed_batch.h"
@@ -55,7 +56,12 @@ class TrainingGraph {
   // `model` must outlive the graph; `gradients` is an arena of model.parameters' layout
   // (ParameterTable::make_arena). Throws Unsupported for a model whose Q/K/V parameters are not
   // contiguous (hidden size not a multiple of 16) or that has no task head.
-  TrainingGraph(BertModel& model, Tensor gradients, DropoutRates dropout);
+  // `products` kBF16 selects mixed precision (the .cc's header comment): the encoder layers' token-row
+  // products read bf16 copies of their weights and inputs and accumulate in f32; parameters,
+  // gradients, every other operation and the optimizer stay f32. On a CPU without AVX512_BF16 it
+  // falls back to f32 with a warning (kernels::supported_precision); kInt8 is InvalidArgument.
+  TrainingGraph(BertModel& model, Tensor gradients, DropoutRates dropout,
+                kernels::Precision products = kernels::Precision::kF32);
   ~TrainingGraph();
 
   // Forward, loss and backward of one micro-batch with dropout drawn from (seed, step). Gradients
@@ -69,6 +75,8 @@ class TrainingGraph {
   StepLoss evaluate(const TrainingBatch& batch, Tensor* logits = nullptr);
 
   const Tensor& gradients() const { return gradients_; }
+  // The precision the encoder's products run in (after the CPU fallback).
+  kernels::Precision products() const { return bf16_ ? kernels::Precision::kBF16 : kernels::Precision::kF32; }
   size_t planned_bytes() const { return arena_.capacity() + scratchpad_bytes_; }
 
  private:
@@ -92,12 +100,16 @@ class TrainingGraph {
                          uint64_t& offset);
   void cls_layer_backward(Layer& layer, SequenceSteps& sequence, int64_t N, int64_t S, float p_hidden, uint64_t seed);
   void check_labels(const TrainingBatch& batch) const;
+  // Mixed precision: rounds the current f32 weights of the encoder's products into their bf16 copies.
+  void round_weights_to_bf16();
   Tensor parameter(const std::string& name) const { return model_.parameters.get(name); }
   float* gradient(const std::string& name) const;
 
   BertModel& model_;
   Tensor gradients_;
   DropoutRates dropout_;
+  bool bf16_ = false;
+  Tensor bf16_weights_;  // (total) BF16: every layer's rounded product weights, when bf16_
   dnnl::stream stream_;
   std::vector<std::unique_ptr<Layer>> layers_;
   std::unique_ptr<kernels::PackedLinear> pooler_, classifier_, mlm_transform_, mlm_decoder_;

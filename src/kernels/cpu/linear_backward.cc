@@ -15,17 +15,18 @@ using Dims = memory::dims;
 
 namespace {
 
-// A (rows, columns) f32 matrix whose element (r, c) is at r * row_stride + c * column_stride.
-memory::desc matrix_desc(int64_t rows, int64_t columns, int64_t row_stride, int64_t column_stride) {
-  return memory::desc(Dims{rows, columns}, memory::data_type::f32, Dims{row_stride, column_stride});
+// A (rows, columns) matrix whose element (r, c) is at r * row_stride + c * column_stride.
+memory::desc matrix_desc(int64_t rows, int64_t columns, int64_t row_stride, int64_t column_stride,
+                         memory::data_type type = memory::data_type::f32) {
+  return memory::desc(Dims{rows, columns}, type, Dims{row_stride, column_stride});
 }
 
 constexpr int64_t kColumnBlock = 64;  // columns per bias task: one 256-byte strip per row
 
 }  // namespace
 
-LinearBackwardStep::Product LinearBackwardStep::make_product(const memory::desc& source, const float* source_data,
-                                                             const memory::desc& weights, const float* weights_data,
+LinearBackwardStep::Product LinearBackwardStep::make_product(const memory::desc& source, const void* source_data,
+                                                             const memory::desc& weights, const void* weights_data,
                                                              const memory::desc& destination, float* destination_data,
                                                              bool accumulate, const char* what) {
   dnnl::post_ops post_ops;
@@ -42,8 +43,8 @@ LinearBackwardStep::Product LinearBackwardStep::make_product(const memory::desc&
   }
   product.primitive = dnnl::matmul(product.primitive_desc);
   const dnnl::engine& engine = cpu_engine();
-  product.arguments[DNNL_ARG_SRC] = memory(source, engine, const_cast<float*>(source_data));
-  product.arguments[DNNL_ARG_WEIGHTS] = memory(weights, engine, const_cast<float*>(weights_data));
+  product.arguments[DNNL_ARG_SRC] = memory(source, engine, const_cast<void*>(source_data));
+  product.arguments[DNNL_ARG_WEIGHTS] = memory(weights, engine, const_cast<void*>(weights_data));
   product.arguments[DNNL_ARG_DST] = memory(destination, engine, destination_data);
   product.scratchpad_desc = product.primitive_desc.scratchpad_desc();
   return product;
@@ -51,25 +52,32 @@ LinearBackwardStep::Product LinearBackwardStep::make_product(const memory::desc&
 
 LinearBackwardStep::LinearBackwardStep(const float* x, int64_t x_stride, const float* weight, const float* dy,
                                        int64_t dy_stride, float* dx, int64_t dx_stride, float* dweight, float* dbias,
-                                       int64_t rows, int64_t in_features, int64_t out_features, bool accumulate_dx) {
+                                       int64_t rows, int64_t in_features, int64_t out_features, bool accumulate_dx,
+                                       const Bf16Operands* bf16) {
   const int64_t M = rows, K = in_features, N = out_features;
+  // The products' operands: the f32 tensors, or their bf16 copies (same layout).
+  const memory::data_type type = bf16 != nullptr ? memory::data_type::bf16 : memory::data_type::f32;
+  const void* x_operand = bf16 != nullptr ? static_cast<const void*>(bf16->x) : x;
+  const void* weight_operand = bf16 != nullptr ? static_cast<const void*>(bf16->weight) : weight;
+  const void* dy_operand = bf16 != nullptr ? static_cast<const void*>(bf16->dy) : dy;
   check(M > 0 && K > 0 && N > 0, "LinearBackwardStep: need rows, in_features, out_features > 0, got M=", M, " K=", K,
         " N=", N);
   check(dy != nullptr && dy_stride >= N, "LinearBackwardStep: dy missing or its stride ", dy_stride, " < N=", N);
   has_dx_ = dx != nullptr;
   has_dweight_ = dweight != nullptr;
   if (has_dx_) {
-    check(weight != nullptr && dx_stride >= K, "LinearBackwardStep: weight missing or dx stride ", dx_stride,
-          " < K=", K);
+    check(weight_operand != nullptr && dy_operand != nullptr && dx_stride >= K,
+          "LinearBackwardStep: weight or bf16 dy missing, or dx stride ", dx_stride, " < K=", K);
     // dx (M, K) = dy (M, N) . W (N, K)
-    dx_ = make_product(matrix_desc(M, N, dy_stride, 1), dy, matrix_desc(N, K, K, 1), weight,
-                       matrix_desc(M, K, dx_stride, 1), dx, accumulate_dx, "input gradient dy W");
+    dx_ = make_product(matrix_desc(M, N, dy_stride, 1, type), dy_operand, matrix_desc(N, K, K, 1, type),
+                       weight_operand, matrix_desc(M, K, dx_stride, 1), dx, accumulate_dx, "input gradient dy W");
   }
   if (has_dweight_) {
-    check(x != nullptr && x_stride >= K, "LinearBackwardStep: x missing or its stride ", x_stride, " < K=", K);
+    check(x_operand != nullptr && dy_operand != nullptr && x_stride >= K,
+          "LinearBackwardStep: x or bf16 dy missing, or x stride ", x_stride, " < K=", K);
     // dW (N, K) += dy^T (N, M) . x (M, K); dy^T is dy read with swapped strides.
-    dweight_ = make_product(matrix_desc(N, M, 1, dy_stride), dy, matrix_desc(M, K, x_stride, 1), x,
-                            matrix_desc(N, K, K, 1), dweight, true, "weight gradient dy^T x");
+    dweight_ = make_product(matrix_desc(N, M, 1, dy_stride, type), dy_operand, matrix_desc(M, K, x_stride, 1, type),
+                            x_operand, matrix_desc(N, K, K, 1), dweight, true, "weight gradient dy^T x");
   }
   dy_ = dy;
   dbias_ = dbias;

@@ -6,6 +6,10 @@
 // Gradient convention of this file: parameter gradients are added to, activation gradients are
 // overwritten unless accumulate_dx says otherwise.
 //
+// Mixed precision (Bf16Operands): the two products read BF16 copies of x, W and dy (rounded to
+// nearest even by the caller) and accumulate in f32 into f32 dx and dW, as oneDNN's AVX512_BF16
+// kernels do; the bias sum still reads the f32 dy.
+//
 // LinearBackwardStep binds two matmul primitives (dx and dW) to fixed buffers of M rows, created once
 // per shape like the forward LinearStep (matmul.h); running it allocates nothing (user scratchpad).
 // The bias sum is a column-partitioned loop of our own (summed in row order in double), so db is
@@ -18,7 +22,17 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "core/dtype.h"
+
 namespace scalebert::kernels {
+
+// BF16 copies of a backward step's operands, laid out like their f32 originals (same strides).
+// A pointer may be null where the matching product is not computed (x without dW; W without dx).
+struct Bf16Operands {
+  const BFloat16* x = nullptr;
+  const BFloat16* weight = nullptr;
+  const BFloat16* dy = nullptr;
+};
 
 class LinearBackwardStep {
  public:
@@ -31,9 +45,11 @@ class LinearBackwardStep {
   // dbias:   (N), or nullptr (no bias, or frozen)
   // M = rows, K = in_features, N = out_features. Throws InvalidArgument on non-positive sizes or strides
   // narrower than widths, Unsupported when oneDNN has no implementation.
+  // bf16 non-null: the products read bf16->x, bf16->weight and bf16->dy instead (the f32 x and weight
+  // are then unused and may be null; dy still feeds the bias sum).
   LinearBackwardStep(const float* x, int64_t x_stride, const float* weight, const float* dy, int64_t dy_stride,
                      float* dx, int64_t dx_stride, float* dweight, float* dbias, int64_t rows, int64_t in_features,
-                     int64_t out_features, bool accumulate_dx);
+                     int64_t out_features, bool accumulate_dx, const Bf16Operands* bf16 = nullptr);
 
   // Bytes of scratch memory run() needs (the larger of the two primitives'; they run one after the
   // other and share it). Bind it before run().
@@ -54,8 +70,8 @@ class LinearBackwardStep {
     std::unordered_map<int, dnnl::memory> arguments;
     dnnl::memory::desc scratchpad_desc;
   };
-  static Product make_product(const dnnl::memory::desc& source, const float* source_data,
-                              const dnnl::memory::desc& weights, const float* weights_data,
+  static Product make_product(const dnnl::memory::desc& source, const void* source_data,
+                              const dnnl::memory::desc& weights, const void* weights_data,
                               const dnnl::memory::desc& destination, float* destination_data, bool accumulate,
                               const char* what);
 

@@ -26,8 +26,13 @@ memory::desc weights_any_desc(int64_t in_features, int64_t out_features) {
   return memory::desc(Dims{in_features, out_features}, memory::data_type::f32, memory::format_tag::any);
 }
 
-memory::desc rows_desc(int64_t rows, int64_t columns, int64_t stride) {
-  return memory::desc(Dims{rows, columns}, memory::data_type::f32, Dims{stride, 1});
+memory::desc rows_desc(int64_t rows, int64_t columns, int64_t stride,
+                       memory::data_type type = memory::data_type::f32) {
+  return memory::desc(Dims{rows, columns}, type, Dims{stride, 1});
+}
+
+memory::data_type onednn_type(DType dtype) {
+  return dtype == DType::kBF16 ? memory::data_type::bf16 : memory::data_type::f32;
 }
 
 dnnl::algorithm epilogue_algorithm(Epilogue epilogue) {
@@ -50,8 +55,10 @@ PackedLinear PackedLinear::plain_view(const Tensor& weight, const Tensor& bias) 
 }
 
 PackedLinear::PackedLinear(const Tensor& weight, const Tensor& bias, bool plain_view) : plain_view_(plain_view) {
-  check(weight.rank() == 2 && weight.dtype() == DType::kF32, "linear weight must be 2-D F32, got ",
-        shape_string(weight.shape()), " ", dtype_name(weight.dtype()));
+  check(weight.rank() == 2 && (weight.dtype() == DType::kF32 || (plain_view && weight.dtype() == DType::kBF16)),
+        "linear weight must be 2-D F32 (or BF16 for a plain view), got ", shape_string(weight.shape()), " ",
+        dtype_name(weight.dtype()));
+  weight_dtype_ = weight.dtype();
   out_features_ = weight.dim(0);
   in_features_ = weight.dim(1);
   check(out_features_ > 0 && in_features_ > 0, "linear weight has an empty dimension: ",
@@ -61,8 +68,8 @@ PackedLinear::PackedLinear(const Tensor& weight, const Tensor& bias, bool plain_
 
   const dnnl::engine& engine = cpu_engine();
   // (N, K) row-major is (K, N) with strides (1, K) in oneDNN's (K, N) weight convention.
-  memory plain(memory::desc(Dims{in_features_, out_features_}, memory::data_type::f32, Dims{1, in_features_}), engine,
-               const_cast<void*>(weight.raw()));
+  memory plain(memory::desc(Dims{in_features_, out_features_}, onednn_type(weight_dtype_), Dims{1, in_features_}),
+               engine, const_cast<void*>(weight.raw()));
   memory::desc bias_desc(Dims{1, out_features_}, memory::data_type::f32, memory::format_tag::ab);
   if (plain_view_) {
     weights_ = plain;
@@ -83,7 +90,17 @@ PackedLinear::PackedLinear(const Tensor& weight, const Tensor& bias, bool plain_
 }
 
 LinearStep::LinearStep(const PackedLinear& linear, const float* x, int64_t x_stride, float* y,
+                       int64_t y_stride, int64_t rows, Epilogue epilogue, bool accumulate)
+    : LinearStep(linear, x, DType::kF32, x_stride, y, y_stride, rows, epilogue, accumulate) {}
+
+LinearStep::LinearStep(const PackedLinear& linear, const BFloat16* x, int64_t x_stride, float* y,
+                       int64_t y_stride, int64_t rows, Epilogue epilogue, bool accumulate)
+    : LinearStep(linear, x, DType::kBF16, x_stride, y, y_stride, rows, epilogue, accumulate) {}
+
+LinearStep::LinearStep(const PackedLinear& linear, const void* x, DType x_dtype, int64_t x_stride, float* y,
                        int64_t y_stride, int64_t rows, Epilogue epilogue, bool accumulate) {
+  check(x_dtype == linear.weight_dtype(), "linear step: ", dtype_name(x_dtype), " rows times ",
+        dtype_name(linear.weight_dtype()), " weights (the two must match)");
   const int64_t in_features = linear.in_features();
   const int64_t out_features = linear.out_features();
   check(rows > 0, "linear step needs at least one row, got ", rows);
@@ -97,7 +114,7 @@ LinearStep::LinearStep(const PackedLinear& linear, const float* x, int64_t x_str
   attributes.set_post_ops(post_ops);
   attributes.set_scratchpad_mode(dnnl::scratchpad_mode::user);
 
-  memory::desc source_desc = rows_desc(rows, in_features, x_stride);
+  memory::desc source_desc = rows_desc(rows, in_features, x_stride, onednn_type(x_dtype));
   memory::desc destination_desc = rows_desc(rows, out_features, y_stride);
   dnnl::matmul::desc description =
       linear.has_bias()
@@ -113,7 +130,7 @@ LinearStep::LinearStep(const PackedLinear& linear, const float* x, int64_t x_str
   primitive_ = dnnl::matmul(primitive_desc_);
 
   const dnnl::engine& engine = cpu_engine();
-  arguments_[DNNL_ARG_SRC] = memory(source_desc, engine, const_cast<float*>(x));
+  arguments_[DNNL_ARG_SRC] = memory(source_desc, engine, const_cast<void*>(x));
   arguments_[DNNL_ARG_WEIGHTS] = linear.weights();
   if (linear.has_bias()) arguments_[DNNL_ARG_BIAS] = linear.bias();
   arguments_[DNNL_ARG_DST] = memory(destination_desc, engine, y);

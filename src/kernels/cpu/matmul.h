@@ -35,7 +35,9 @@ class PackedLinear {
   // optimizer step needs no reorder. Training uses this: at training row counts (BERT-base, 1,024
   // rows) oneDNN's product on the plain transposed layout runs 0-6% slower than on the packed one,
   // which costs less per step than reordering every weight after each update (docs/training.md).
-  // The tensors must outlive the layer and every step bound to it.
+  // The tensors must outlive the layer and every step bound to it. `weight` may be BF16 (mixed-
+  // precision training's rounded copy): steps on it then read BF16 rows (the BFloat16 LinearStep),
+  // accumulate in f32 and write f32; the bias stays F32.
   static PackedLinear plain_view(const Tensor& weight, const Tensor& bias);
 
   int64_t out_features() const { return out_features_; }  // N
@@ -45,6 +47,8 @@ class PackedLinear {
   const dnnl::memory& bias() const { return bias_; }
 
   bool is_plain_view() const { return plain_view_; }
+  // Element type of the weights and of the rows a step multiplies them with (F32 or BF16).
+  DType weight_dtype() const { return weight_dtype_; }
 
  private:
   PackedLinear(const Tensor& weight, const Tensor& bias, bool plain_view);
@@ -52,6 +56,7 @@ class PackedLinear {
   int64_t in_features_ = 0;
   bool has_bias_ = false;
   bool plain_view_ = false;
+  DType weight_dtype_ = DType::kF32;
   dnnl::memory weights_;  // (K, N) in oneDNN's preferred blocked layout, or a view of the plain weight
   dnnl::memory bias_;     // (1, N)
 };
@@ -63,6 +68,9 @@ class LinearStep {
   LinearStep() = default;
   // x: (M, K) with row stride x_stride floats; y: (M, N) with row stride y_stride floats.
   LinearStep(const PackedLinear& linear, const float* x, int64_t x_stride, float* y, int64_t y_stride,
+             int64_t rows, Epilogue epilogue, bool accumulate);
+  // The same for a BF16 plain view (x: BF16 rows, stride in elements); y is F32.
+  LinearStep(const PackedLinear& linear, const BFloat16* x, int64_t x_stride, float* y, int64_t y_stride,
              int64_t rows, Epilogue epilogue, bool accumulate);
 
   // Bytes of scratch memory this step needs; bind it before run().
@@ -78,6 +86,8 @@ class LinearStep {
   const char* implementation() const;
 
  private:
+  LinearStep(const PackedLinear& linear, const void* x, DType x_dtype, int64_t x_stride, float* y, int64_t y_stride,
+             int64_t rows, Epilogue epilogue, bool accumulate);
   dnnl::matmul::primitive_desc primitive_desc_;
   dnnl::matmul primitive_;
   std::unordered_map<int, dnnl::memory> arguments_;
