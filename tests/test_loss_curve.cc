@@ -2,7 +2,8 @@
 // classification and masked-LM models for 20 steps (dropout off, four fixed batches in turn, linear
 // warmup schedule, clipping at global norm 1, AdamW and LAMB); TrainingGraph + clip_coefficient +
 // Optimizer + LearningRateSchedule must give every step's loss within 1e-4 relative, the same
-// gradient norms and learning rates, and the same parameters after the last step.
+// gradient norms and learning rates, and the same parameters after the last step. Mixed precision
+// (bf16 products) must follow the same curve to bf16 accuracy.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -57,7 +58,14 @@ bool loss_free_parameter(const std::string& name) { return name.ends_with("atten
 // Trains the reference's 20 steps and compares. `fresh_graph` builds a new TrainingGraph for
 // every step (its buffers then start zeroed); false keeps one graph for the whole run, as a
 // trainer does, so that state left in the graph's buffers by one batch must not leak into the next.
-void check_curve(const Case& test_case, bool fresh_graph) {
+// Tolerances, relative: of each step's loss and gradient norm, and of each final parameter tensor's scale.
+struct Tolerances {
+  double loss, grad_norm, parameters;
+};
+constexpr Tolerances kF32Tolerances{1e-4, 1e-4, 1e-4};
+
+void check_curve(const Case& test_case, bool fresh_graph, kernels::Precision products = kernels::Precision::kF32,
+                 Tolerances tolerances = kF32Tolerances) {
   const std::filesystem::path reference_path = fixture_path("loss_curve") / (test_case.model + ".safetensors");
   SCALEBERT_REQUIRE_PATH(reference_path);
   const SafetensorsFile reference = SafetensorsFile::open(reference_path);
@@ -77,7 +85,8 @@ void check_curve(const Case& test_case, bool fresh_graph) {
 
   Tensor gradients = model.parameters.make_arena();
   Tensor values = model.parameters.values();
-  TrainingGraph graph(model, gradients, DropoutRates::none());
+  TrainingGraph graph(model, gradients, DropoutRates::none(), products);
+  ASSERT_EQ(graph.products(), products);
   train::OptimizerOptions options;
   options.beta1 = settings["betas"][0].get<double>();
   options.beta2 = settings["betas"][1].get<double>();
@@ -106,7 +115,7 @@ void check_curve(const Case& test_case, bool fresh_graph) {
   for (int64_t k = 0; k < steps; ++k) {
     train::zero_arena(gradients);
     std::unique_ptr<TrainingGraph> step_graph;
-    if (fresh_graph) step_graph = std::make_unique<TrainingGraph>(model, gradients, DropoutRates::none());
+    if (fresh_graph) step_graph = std::make_unique<TrainingGraph>(model, gradients, DropoutRates::none(), products);
     const StepLoss loss = (fresh_graph ? *step_graph : graph).forward_backward(data[k % batches], 1.0f, 1000 + k);
     // As the trainer does it: clipping's coefficient folded into the optimizer's pass.
     const train::ClipResult clip = train::clip_coefficient(model.parameters, gradients, max_grad_norm);
@@ -114,8 +123,8 @@ void check_curve(const Case& test_case, bool fresh_graph) {
     optimizer->step(values, gradients, learning_rate, static_cast<float>(clip.scale));
 
     const double want = expected_loss.data<float>()[k];
-    EXPECT_NEAR(loss.loss, want, 1e-4 * std::fabs(want)) << "step " << k;
-    EXPECT_NEAR(clip.total_norm, expected_norm.data<float>()[k], 1e-4 * expected_norm.data<float>()[k])
+    EXPECT_NEAR(loss.loss, want, tolerances.loss * std::fabs(want)) << "step " << k;
+    EXPECT_NEAR(clip.total_norm, expected_norm.data<float>()[k], tolerances.grad_norm * expected_norm.data<float>()[k])
         << "step " << k;
     EXPECT_NEAR(learning_rate, expected_lr.data<float>()[k], 1e-6 * settings["lr"].get<double>()) << "step " << k;
   }
@@ -131,7 +140,7 @@ void check_curve(const Case& test_case, bool fresh_graph) {
     float scale = 0.0f;
     for (int64_t i = 0; i < want.numel(); ++i) scale = std::max(scale, std::fabs(want.data<float>()[i]));
     const float difference = scalebert::testing::max_abs_diff(ours, want);
-    EXPECT_LE(difference, 1e-4f * std::max(scale, 1.0f)) << entry.name << " (scale " << scale << ")";
+    EXPECT_LE(difference, tolerances.parameters * std::max(scale, 1.0f)) << entry.name << " (scale " << scale << ")";
     ++compared;
   }
   EXPECT_GT(compared, 20);
@@ -149,6 +158,15 @@ TEST_P(LossCurve, OneGraphMatchesPyTorch) { check_curve(GetParam(), false); }
 // The same with a new graph per step: isolates the optimizer, clipping and schedule from state
 // the graph carries between steps.
 TEST_P(LossCurve, FreshGraphPerStepMatchesPyTorch) { check_curve(GetParam(), true); }
+
+// Mixed precision, the trainer's way: the bf16 weight copies must follow every update, and the curve
+// must stay within bf16 accuracy of PyTorch's f32 one. Measured: the rounding moves the losses by up
+// to 1.1% and the gradient norms by up to 3.7% over the 20 steps (LAMB drifts most); weight copies
+// rounded only once (stale from step 1 on) move the losses by 10-300%.
+TEST_P(LossCurve, Bf16ProductsFollowPyTorchToBf16Accuracy) {
+  if (!kernels::cpu_has_bf16()) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  check_curve(GetParam(), false, kernels::Precision::kBF16, Tolerances{2e-2, 6e-2, 5e-2});
+}
 
 INSTANTIATE_TEST_SUITE_P(Models, LossCurve,
                          ::testing::Values(Case{"tiny-bert-cls", "adamw"}, Case{"tiny-bert-cls", "lamb"},

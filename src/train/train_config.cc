@@ -86,6 +86,9 @@ const std::vector<Field>& fields() {
        &C::attention_dropout},
       {{"classifier_dropout", kN, "dropout before the classifier (< 0: the model config's)"},
        &C::classifier_dropout},
+      {{"precision", kS, "the encoder's matrix products: f32, or bf16 (mixed precision: bf16 operands, f32 "
+                         "accumulation, f32 weights and optimizer; about 1.6x faster on AVX512_BF16 CPUs)"},
+       &C::precision},
       {{"eval_steps", kI, "evaluate every N optimizer steps (0: only at the end)"}, &C::eval_steps},
       {{"logging_steps", kI, "write a metrics line every N optimizer steps"}, &C::logging_steps},
       {{"save_steps", kI, "also save checkpoint-last every N steps (0: at evaluations and the end)"}, &C::save_steps},
@@ -346,6 +349,7 @@ void TrainConfig::validate() const {
   for (double rate : {hidden_dropout, attention_dropout, classifier_dropout}) {
     require(rate < 1.0, "dropout rate ", rate, ": must be < 1 (negative: the model config's)");
   }
+  require(precision == "f32" || precision == "bf16", "precision \"", precision, "\": must be f32 or bf16");
   require(eval_steps >= 0, "eval_steps ", eval_steps, ": must be >= 0");
   require(logging_steps >= 1, "logging_steps ", logging_steps, ": must be >= 1");
   require(save_steps >= 0, "save_steps ", save_steps, ": must be >= 0");

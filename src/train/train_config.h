@@ -72,6 +72,7 @@ struct TrainConfig {
   double hidden_dropout = -1.0;     // < 0: the model config's value
   double attention_dropout = -1.0;
   double classifier_dropout = -1.0;
+  std::string precision = "f32";    // the encoder's products: f32, or bf16 (mixed precision)
   // Evaluation, logging, checkpoints.
   int64_t eval_steps = 0;           // evaluate every N steps (0: only at the end)
   int64_t logging_steps = 10;

@@ -475,7 +475,14 @@ void Trainer::Impl::build_model(std::optional<BertModel> loaded) {
   if (config.attention_dropout >= 0) dropout.attention = static_cast<float>(config.attention_dropout);
   if (config.classifier_dropout >= 0) dropout.classifier = static_cast<float>(config.classifier_dropout);
   gradients = model->parameters.make_arena();
-  graph = std::make_unique<TrainingGraph>(*model, gradients, dropout);
+  graph = std::make_unique<TrainingGraph>(*model, gradients, dropout,
+                                          kernels::precision_from_name(config.precision));
+  if (graph->products() != kernels::precision_from_name(config.precision)) {
+    message(str_cat("precision ", config.precision, " is not available on this CPU: training in ",
+                    kernels::precision_name(graph->products())));
+  } else if (graph->products() == kernels::Precision::kBF16) {
+    message("mixed precision: the encoder's products in bf16 (f32 accumulation, f32 weights and optimizer)");
+  }
 }
 
 void Trainer::Impl::plan_steps() {
