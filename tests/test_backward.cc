@@ -278,6 +278,17 @@ TEST(LinearBackward, Bf16OperandsMatchTheReferenceOfTheRoundedValues) {
   expect_close_scaled(dx, dx_expected, 1e-5, "bf16 dx");
   expect_close_scaled(dw, dw_expected, 1e-5, "bf16 dW");
   expect_close_scaled(db, db_expected, 1e-6, "db from the f32 dy");
+  // dW from a dense dy^T copy instead of dy's swapped strides: the same values.
+  std::vector<BFloat16> dy_transposed(N * M);
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N; ++n) dy_transposed[n * M + m] = dy_bf16[m * N + n];
+  }
+  const Bf16Operands transposed{x_bf16.data(), nullptr, nullptr, dy_transposed.data()};
+  Floats dw_transposed(N * K, 0.5f);
+  LinearBackwardStep weight_only(nullptr, K, nullptr, dy_wide.data() + N, dy_stride, nullptr, K, dw_transposed.data(),
+                                 nullptr, M, K, N, false, &transposed);
+  run_step(weight_only);
+  expect_close_scaled(dw_transposed, dw_expected, 1e-5, "bf16 dW from dy^T");
   // The rounding is real: the f32 operands' dW differs from the rounded one by far more than 1e-5.
   Doubles dw_exact(N * K, 0.0), dx_exact(M * K), db_exact(N, 0.0);
   ref::linear_backward(dx_exact.data(), dw_exact.data(), db_exact.data(), dy.data(), x.data(), w.data(), M, K, N,

@@ -73,6 +73,24 @@ TEST(QuantKernels, Bf16ConversionRoundsToNearestEven) {
   EXPECT_EQ(bf16_to_float(out[0]), 1.0f);
 }
 
+// Rows and their transpose in one pass, over shapes with and without full 16 x 16 tiles and
+// 64-row blocks (tails in both directions).
+TEST(QuantKernels, Bf16TransposedConversionMatchesElementwiseRounding) {
+  for (auto [rows, columns] : {std::pair<int64_t, int64_t>{1, 1}, {16, 16}, {7, 40}, {100, 48}, {144, 77}, {1024, 96}}) {
+    SCOPED_TRACE(::testing::Message() << rows << " x " << columns);
+    const std::vector<float> x = random_values(rows * columns, 3, 10.0f);
+    std::vector<BFloat16> out(rows * columns, BFloat16{0xFFFF}), transposed(rows * columns, BFloat16{0xFFFF});
+    convert_rows_bf16_transposed(x.data(), rows, columns, out.data(), transposed.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < columns; ++c) {
+        const uint16_t want = float_to_bf16(x[r * columns + c]).bits;
+        ASSERT_EQ(out[r * columns + c].bits, want) << "row " << r << " column " << c;
+        ASSERT_EQ(transposed[c * rows + r].bits, want) << "transposed, row " << r << " column " << c;
+      }
+    }
+  }
+}
+
 struct StepCase {
   int64_t rows, in, out;
   Epilogue epilogue;

@@ -32,7 +32,8 @@
 // the f32 product rate on this CPU). The copies: the weights, rounded from the f32 master weights at
 // the start of every run (the optimizer updates the f32 values); each product input (x_in, context,
 // h1, act(ff_pre)), rounded when it is written and kept for the weight gradient; each product's
-// output gradient (d qkv, d temp, d ff), rounded before its two backward products. Everything else
+// output gradient (d qkv, d temp, d ff), rounded before its two backward products, as rows (for dx)
+// and transposed (dense dy^T for the weight gradient, which oneDNN runs faster). Everything else
 // stays f32: embeddings, attention (Q K^T, softmax, P V), layer norms, GELU, dropout, the bias
 // gradients (summed from the f32 dy), the heads and the [CLS]-row part of the last layer (S rows),
 // parameters, gradients and optimizer state. The copies cover bucket rows: pad rows of an f32
@@ -178,10 +179,14 @@ struct TrainingGraph::Buffers {
   float* d_masked = nullptr;       // (R, C)
   float* row_losses = nullptr;     // (max(M, R, S))
   int64_t* offsets = nullptr;      // (S + 1)
-  // Mixed precision: bf16 copies of the products' output gradients.
+  // Mixed precision: bf16 copies of the products' output gradients, as rows (for dx) and transposed
+  // (for dW: dense, leading dimension the bucket's M).
   BFloat16* d_qkv_bf16 = nullptr;   // (M, 3C)
   BFloat16* d_temp_bf16 = nullptr;  // (M, C)
   BFloat16* d_ff_bf16 = nullptr;    // (M, I)
+  BFloat16* d_qkv_t = nullptr;      // (3C, M)
+  BFloat16* d_temp_t = nullptr;     // (C, M)
+  BFloat16* d_ff_t = nullptr;       // (I, M)
   float* attention_scratch = nullptr;
   int64_t attention_scratch_floats = 0;
   std::vector<int32_t> masked_targets;  // (R)
@@ -376,7 +381,8 @@ void TrainingGraph::reserve(int64_t tokens, int64_t sequences, int64_t max_lengt
       bf16_plan.insert(bf16_plan.end(), {{&layer->x_in_bf16, M * C}, {&layer->context_bf16, M * C},
                                          {&layer->h1_bf16, M * C}, {&layer->ff_act_bf16, M * I}});
     }
-    bf16_plan.insert(bf16_plan.end(), {{&b.d_qkv_bf16, M * 3 * C}, {&b.d_temp_bf16, M * C}, {&b.d_ff_bf16, M * I}});
+    bf16_plan.insert(bf16_plan.end(), {{&b.d_qkv_bf16, M * 3 * C}, {&b.d_temp_bf16, M * C}, {&b.d_ff_bf16, M * I},
+                                       {&b.d_qkv_t, 3 * C * M}, {&b.d_temp_t, C * M}, {&b.d_ff_t, I * M}});
   }
   size_t bytes = align_up((S + 1) * sizeof(int64_t));
   for (const auto& [pointer, floats] : plan) bytes += align_up(std::max<int64_t>(floats, 1) * sizeof(float));
@@ -439,10 +445,12 @@ TrainingGraph::TokenSteps& TrainingGraph::token_steps(int64_t rows) {
     // Mixed precision: every product reads the bf16 copies of its operands (same layouts).
     kernels::Bf16Operands qkv_ops, attention_out_ops, intermediate_ops, output_ops;
     if (bf16_) {
-      qkv_ops = {layer.x_in_bf16, layer.qkv_weight_bf16.data<BFloat16>() + qkv_at * C, b.d_qkv_bf16 + qkv_at};
-      attention_out_ops = {layer.context_bf16, layer.attention_out_weight_bf16.data<BFloat16>(), b.d_temp_bf16};
-      intermediate_ops = {layer.h1_bf16, layer.intermediate_weight_bf16.data<BFloat16>(), b.d_ff_bf16};
-      output_ops = {layer.ff_act_bf16, layer.output_weight_bf16.data<BFloat16>(), b.d_temp_bf16};
+      qkv_ops = {layer.x_in_bf16, layer.qkv_weight_bf16.data<BFloat16>() + qkv_at * C, b.d_qkv_bf16 + qkv_at,
+                 b.d_qkv_t + qkv_at * rows};
+      attention_out_ops = {layer.context_bf16, layer.attention_out_weight_bf16.data<BFloat16>(), b.d_temp_bf16,
+                           b.d_temp_t};
+      intermediate_ops = {layer.h1_bf16, layer.intermediate_weight_bf16.data<BFloat16>(), b.d_ff_bf16, b.d_ff_t};
+      output_ops = {layer.ff_act_bf16, layer.output_weight_bf16.data<BFloat16>(), b.d_temp_bf16, b.d_temp_t};
     }
     const auto mixed = [&](const kernels::Bf16Operands& operands) { return bf16_ ? &operands : nullptr; };
     // y = x W^T + b on the f32 operands, or on the bf16 copies (x_bf16 with the bf16 weight view).
@@ -731,6 +739,10 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
   const auto round_rows = [&](const float* source, BFloat16* copy, int64_t width) {
     if (bf16_) kernels::convert_rows_bf16(source, width, M, width, copy, width);
   };
+  // ... and of an output gradient, as rows and transposed.
+  const auto round_gradient = [&](const float* source, BFloat16* copy, BFloat16* transposed, int64_t width) {
+    if (bf16_) kernels::convert_rows_bf16_transposed(source, M, width, copy, transposed);
+  };
   if (bf16_) round_weights_to_bf16();
   std::memcpy(b.offsets, tokens.sequence_offsets.data(), (S + 1) * sizeof(int64_t));
   if (train) {
@@ -928,7 +940,7 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
                                               layer.probs, b.offsets, S, NH, HS, p_attention, seed,
                                               layer.attention_offset, b.attention_scratch,
                                               b.attention_scratch_floats);
-      round_rows(b.d_qkv, b.d_qkv_bf16, 3 * C);
+      round_gradient(b.d_qkv, b.d_qkv_bf16, b.d_qkv_t, 3 * C);
       layer_steps.d_qkv.run(stream_);  // K, V: d x += d kv Wkv
       sequence->d_query.run(stream_);  // Q of the [CLS] rows: d_cls_x = d q Wq
       for (int64_t s = 0; s < S; ++s) {
@@ -944,12 +956,12 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     // r2 = h1 + dropout(temp): d_x keeps d r2 as the residual part of d h1; d_temp gets d temp.
     kernels::dropout_backward(b.d_temp, b.d_x, N * C, p_hidden, seed, layer.output_offset);
     // temp = act(ff_pre) W2^T + b2
-    round_rows(b.d_temp, b.d_temp_bf16, C);
+    round_gradient(b.d_temp, b.d_temp_bf16, b.d_temp_t, C);
     layer_steps.d_output.run(stream_);
     // act(ff_pre)
     kernels::activation_backward(activation, b.d_ff, layer.ff_pre, b.d_ff, N * I);
     // ff_pre = h1 W1^T + b1: d h1 += d ff_pre W1
-    round_rows(b.d_ff, b.d_ff_bf16, I);
+    round_gradient(b.d_ff, b.d_ff_bf16, b.d_ff_t, I);
     layer_steps.d_intermediate.run(stream_);
     // h1 = LN1(r1)
     kernels::layernorm_backward(b.d_x, layer.d_norm1_gamma, layer.d_norm1_beta, b.d_x, layer.r1,
@@ -957,13 +969,13 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     // r1 = x + dropout(temp)
     kernels::dropout_backward(b.d_temp, b.d_x, N * C, p_hidden, seed, layer.attention_out_offset);
     // temp = context Wo^T + bo
-    round_rows(b.d_temp, b.d_temp_bf16, C);
+    round_gradient(b.d_temp, b.d_temp_bf16, b.d_temp_t, C);
     layer_steps.d_attention_out.run(stream_);
     // context = dropout(softmax(Q K^T / sqrt(HS))) V
     kernels::attention_backward(b.d_qkv, b.d_context, layer.qkv_rows, layer.probs, b.offsets, S, NH, HS, p_attention,
                                 seed, layer.attention_offset, b.attention_scratch, b.attention_scratch_floats);
     // qkv = x Wqkv^T + b: d x += d qkv Wqkv
-    round_rows(b.d_qkv, b.d_qkv_bf16, 3 * C);
+    round_gradient(b.d_qkv, b.d_qkv_bf16, b.d_qkv_t, 3 * C);
     layer_steps.d_qkv.run(stream_);
   }
   // x_in[0] = dropout(LN0(e)); e = word[id] + position[p] + type[t]

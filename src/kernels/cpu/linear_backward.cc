@@ -73,10 +73,12 @@ LinearBackwardStep::LinearBackwardStep(const float* x, int64_t x_stride, const f
                        weight_operand, matrix_desc(M, K, dx_stride, 1), dx, accumulate_dx, "input gradient dy W");
   }
   if (has_dweight_) {
-    check(x_operand != nullptr && dy_operand != nullptr && x_stride >= K,
+    const bool dense_transpose = bf16 != nullptr && bf16->dy_transposed != nullptr;
+    check(x_operand != nullptr && (dy_operand != nullptr || dense_transpose) && x_stride >= K,
           "LinearBackwardStep: x or bf16 dy missing, or x stride ", x_stride, " < K=", K);
-    // dW (N, K) += dy^T (N, M) . x (M, K); dy^T is dy read with swapped strides.
-    dweight_ = make_product(matrix_desc(N, M, 1, dy_stride, type), dy_operand, matrix_desc(M, K, x_stride, 1, type),
+    // dW (N, K) += dy^T (N, M) . x (M, K); dy^T is dy read with swapped strides, or the dense copy.
+    dweight_ = make_product(dense_transpose ? matrix_desc(N, M, M, 1, type) : matrix_desc(N, M, 1, dy_stride, type),
+                            dense_transpose ? bf16->dy_transposed : dy_operand, matrix_desc(M, K, x_stride, 1, type),
                             x_operand, matrix_desc(N, K, K, 1), dweight, true, "weight gradient dy^T x");
   }
   dy_ = dy;

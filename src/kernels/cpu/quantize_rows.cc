@@ -114,6 +114,50 @@ void convert_rows_bf16(const float* x, int64_t x_stride, int64_t rows, int64_t c
   });
 }
 
+void convert_rows_bf16_transposed(const float* x, int64_t rows, int64_t columns, BFloat16* out,
+                                  BFloat16* out_transposed) {
+  // Blocks of 64 rows: each thread writes whole rows of `out` and 64-element (128-byte) runs of each
+  // row of `out_transposed`, so no two threads share a cache line of either.
+  constexpr int64_t kBlockRows = 64;
+  const int64_t blocks = (rows + kBlockRows - 1) / kBlockRows;
+  parallel_chunks(blocks, 1, [&](int64_t block_begin, int64_t block_end) {
+    for (int64_t block = block_begin; block < block_end; ++block) {
+      const int64_t r_begin = block * kBlockRows, r_end = std::min(rows, r_begin + kBlockRows);
+      int64_t r0 = r_begin;
+#ifdef __AVX512BF16__
+      // 16 x 16 tiles: 16 rows of 16 floats rounded into `out`, transposed in registers and rounded
+      // into 16 columns of `out_transposed`.
+      for (; r0 + simd::kLanes <= r_end; r0 += simd::kLanes) {
+        int64_t c0 = 0;
+        for (; c0 + simd::kLanes <= columns; c0 += simd::kLanes) {
+          __m512 tile[simd::kLanes];
+          for (int64_t i = 0; i < simd::kLanes; ++i) {
+            tile[i] = _mm512_loadu_ps(x + (r0 + i) * columns + c0);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (r0 + i) * columns + c0),
+                                reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(tile[i])));
+          }
+          simd::transpose16x16(tile);
+          for (int64_t i = 0; i < simd::kLanes; ++i) {
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out_transposed + (c0 + i) * rows + r0),
+                                reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(tile[i])));
+          }
+        }
+        for (int64_t r = r0; r < r0 + simd::kLanes; ++r) {  // columns past the last full tile
+          for (int64_t c = c0; c < columns; ++c) {
+            out[r * columns + c] = out_transposed[c * rows + r] = float_to_bf16(x[r * columns + c]);
+          }
+        }
+      }
+#endif
+      for (int64_t r = r0; r < r_end; ++r) {  // rows past the last full tile
+        for (int64_t c = 0; c < columns; ++c) {
+          out[r * columns + c] = out_transposed[c * rows + r] = float_to_bf16(x[r * columns + c]);
+        }
+      }
+    }
+  });
+}
+
 void quantize_rows_dynamic_reference(const float* x, int64_t x_stride, int64_t rows, int64_t columns,
                                      int8_t* quantized, int64_t q_stride, float* row_scales) {
   for (int64_t row = 0; row < rows; ++row) {

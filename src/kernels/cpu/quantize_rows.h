@@ -38,6 +38,13 @@ float quantize_row_dynamic(const float* x, int64_t n, int8_t* quantized);
 void convert_rows_bf16(const float* x, int64_t x_stride, int64_t rows, int64_t columns, BFloat16* out,
                        int64_t out_stride);
 
+// The same for a dense (rows, columns) matrix, writing both the bf16 rows (out: (rows, columns)) and
+// their transpose (out_transposed: (columns, rows)) in one pass: mixed-precision training's output
+// gradients feed dx = dy W (rows) and dW = dy^T x, which oneDNN runs ~8% faster on a dense dy^T than
+// on dy read with swapped strides. Both equal float_to_bf16 of each element.
+void convert_rows_bf16_transposed(const float* x, int64_t rows, int64_t columns, BFloat16* out,
+                                  BFloat16* out_transposed);
+
 // Scalar references of the three activation conversions (plain loops, std::nearbyint).
 void quantize_rows_dynamic_reference(const float* x, int64_t x_stride, int64_t rows, int64_t columns,
                                      int8_t* quantized, int64_t q_stride, float* row_scales);
