@@ -267,6 +267,25 @@ TEST(Activations, ReluKeepsNanAndDispatchMatches) {
   }
 }
 
+// The fused bf16 form equals the f32 kernel followed by rounding, bit for bit, across chunk
+// boundaries (kGrain = 4096 floats) and tails.
+TEST(Activations, Bf16OutputEqualsTheRoundedF32Output) {
+  std::mt19937 rng(12);
+  for (int64_t n : {int64_t{1}, int64_t{17}, int64_t{4096}, int64_t{3 * 4096 + 35}}) {
+    const std::vector<float> values = random_vector(rng, n);
+    for (Activation a : {Activation::kGeluErf, Activation::kGeluTanh, Activation::kRelu, Activation::kTanh}) {
+      std::vector<float> f32(n);
+      activation_forward(a, f32.data(), values.data(), n);
+      std::vector<BFloat16> out(n + 1, BFloat16{0x7FC1});
+      activation_forward_bf16(a, out.data(), values.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(out[i].bits, float_to_bf16(f32[i]).bits) << activation_name(a) << " n=" << n << " at " << i;
+      }
+      EXPECT_EQ(out[n].bits, 0x7FC1) << "wrote past n";
+    }
+  }
+}
+
 TEST(Activations, NamesFromHuggingFaceConfigs) {
   EXPECT_EQ(activation_from_name("gelu"), Activation::kGeluErf);
   EXPECT_EQ(activation_from_name("gelu_new"), Activation::kGeluTanh);

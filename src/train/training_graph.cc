@@ -31,7 +31,8 @@
 // operands (round to nearest even) with f32 accumulation and f32 results (AVX512_BF16, about twice
 // the f32 product rate on this CPU). The copies: the weights, rounded from the f32 master weights at
 // the start of every run (the optimizer updates the f32 values); each product input (x_in, context,
-// h1, act(ff_pre)), rounded when it is written and kept for the weight gradient; each product's
+// h1, act(ff_pre)), rounded when it is written and kept for the weight gradient (act(ff_pre) is
+// written in bf16 only); each product's
 // output gradient (d qkv, d temp, d ff), rounded before its two backward products, as rows (for dx)
 // and transposed (dense dy^T for the weight gradient, which oneDNN runs faster). Everything else
 // stays f32: embeddings, attention (Q K^T, softmax, P V), layer norms, GELU, dropout, the bias
@@ -125,7 +126,7 @@ struct TrainingGraph::Layer {
   float* rstd1 = nullptr;    // (M)
   float* h1 = nullptr;       // (M, C)
   float* ff_pre = nullptr;   // (M, I)
-  float* ff_act = nullptr;   // (M, I) act(ff_pre): the output product's input, kept for its weight gradient
+  float* ff_act = nullptr;   // (M, I) act(ff_pre): the output product's input, kept for its weight gradient (f32 only)
   float* r2 = nullptr;       // (M, C)
   float* mean2 = nullptr;    // (M)
   float* rstd2 = nullptr;    // (M)
@@ -357,7 +358,7 @@ void TrainingGraph::reserve(int64_t tokens, int64_t sequences, int64_t max_lengt
   for (auto& layer : layers_) {
     plan.insert(plan.end(), {{&layer->x_in, M * C}, {&layer->qkv_rows, M * 3 * C}, {&layer->context, M * C},
                              {&layer->r1, M * C}, {&layer->mean1, M}, {&layer->rstd1, M}, {&layer->h1, M * C},
-                             {&layer->ff_pre, M * I}, {&layer->ff_act, M * I}, {&layer->r2, M * C},
+                             {&layer->ff_pre, M * I}, {&layer->ff_act, bf16_ ? 0 : M * I}, {&layer->r2, M * C},
                              {&layer->mean2, M}, {&layer->rstd2, M}, {&layer->probs, NH * M * L}});
   }
   Buffers& b = *buffers_;
@@ -827,8 +828,11 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
                                C, eps, layer.mean1, layer.rstd1);
     round_rows(layer.h1, layer.h1_bf16, C);
     layer_steps.intermediate.run(stream_);  // ff_pre = h1 W1^T + b1
-    kernels::activation_forward(activation, layer.ff_act, layer.ff_pre, N * I);
-    round_rows(layer.ff_act, layer.ff_act_bf16, I);
+    if (bf16_) {  // act(ff_pre) is only ever the output product's input: its bf16 copy alone
+      kernels::activation_forward_bf16(activation, layer.ff_act_bf16, layer.ff_pre, N * I);
+    } else {
+      kernels::activation_forward(activation, layer.ff_act, layer.ff_pre, N * I);
+    }
     layer_steps.output.run(stream_);  // temp = act(ff_pre) W2^T + b2
     layer.output_offset = offset;
     kernels::dropout_forward(layer.r2, b.temp_c, N * C, p_hidden, seed, offset);  // r2 = h1 + dropout(temp)

@@ -2,10 +2,12 @@
 // otherwise.
 #include "kernels/cpu/activations.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/quantize_rows.h"
 #include "kernels/cpu/simd_avx512.h"
 #include "kernels/cpu/vector_math.h"
 
@@ -119,6 +121,19 @@ void activation_forward(Activation activation, float* out, const float* in, int6
 }
 
 void activation_forward(Activation activation, float* x, int64_t n) { activation_forward(activation, x, x, n); }
+
+void activation_forward_bf16(Activation activation, BFloat16* out, const float* in, int64_t n) {
+  // Chunk by chunk through an L1-resident float buffer: inside the team's chunk the f32 kernels run
+  // serially (parallel_chunks does not nest), so the values go from registers to L1 and back.
+  parallel_chunks(n, kGrain, [&](int64_t begin, int64_t end) {
+    float values[kGrain];
+    for (int64_t i = begin; i < end; i += kGrain) {
+      const int64_t count = std::min(kGrain, end - i);
+      activation_forward(activation, values, in + i, count);
+      convert_rows_bf16(values, count, 1, count, out + i, count);
+    }
+  });
+}
 
 void add_bias_rows(float* out, const float* bias, int64_t rows, int64_t C) {
   check(rows >= 0 && C > 0, "add_bias_rows: need rows >= 0 and C > 0, got rows=", rows, " C=", C);

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "core/dtype.h"
+
 namespace scalebert::kernels {
 
 enum class Activation {
@@ -26,6 +28,10 @@ void tanh_forward(float* x, int64_t n);  // in place; vector_math.h has the out-
 void activation_forward(Activation activation, float* x, int64_t n);
 // out: (n) <- act(in); out == in is allowed (the in-place form above).
 void activation_forward(Activation activation, float* out, const float* in, int64_t n);
+
+// out: (n) <- bf16(act(in)), rounded to nearest even: what activation_forward then float_to_bf16
+// give, in one pass that never writes the f32 values (mixed-precision training's feed-forward input).
+void activation_forward_bf16(Activation activation, BFloat16* out, const float* in, int64_t n);
 
 // out: (rows, C) += bias: (C) on every row.
 void add_bias_rows(float* out, const float* bias, int64_t rows, int64_t C);
