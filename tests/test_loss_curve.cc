@@ -160,12 +160,13 @@ TEST_P(LossCurve, OneGraphMatchesPyTorch) { check_curve(GetParam(), false); }
 TEST_P(LossCurve, FreshGraphPerStepMatchesPyTorch) { check_curve(GetParam(), true); }
 
 // Mixed precision, the trainer's way: the bf16 weight copies must follow every update, and the curve
-// must stay within bf16 accuracy of PyTorch's f32 one. Measured: the rounding moves the losses by up
-// to 1.1% and the gradient norms by up to 3.7% over the 20 steps (LAMB drifts most); weight copies
-// rounded only once (stale from step 1 on) move the losses by 10-300%.
+// must stay within bf16 accuracy of PyTorch's f32 one. Measured: the rounding (encoder products and
+// attention) moves the losses by up to 1.6% and the gradient norms by up to 3.2% over the 20 steps
+// (LAMB drifts most); weight copies rounded only once (stale from step 1 on) move the losses by
+// 10-300%.
 TEST_P(LossCurve, Bf16ProductsFollowPyTorchToBf16Accuracy) {
   if (!kernels::cpu_has_bf16()) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
-  check_curve(GetParam(), false, kernels::Precision::kBF16, Tolerances{2e-2, 6e-2, 5e-2});
+  check_curve(GetParam(), false, kernels::Precision::kBF16, Tolerances{3e-2, 6e-2, 5e-2});
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, LossCurve,

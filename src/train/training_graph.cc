@@ -34,8 +34,9 @@
 // h1, act(ff_pre)), rounded when it is written and kept for the weight gradient (act(ff_pre) is
 // written in bf16 only); each product's
 // output gradient (d qkv, d temp, d ff), rounded before its two backward products, as rows (for dx)
-// and transposed (dense dy^T for the weight gradient, which oneDNN runs faster). Everything else
-// stays f32: embeddings, attention (Q K^T, softmax, P V), layer norms, GELU, dropout, the bias
+// and transposed (dense dy^T for the weight gradient, which oneDNN runs faster). The attention's
+// own small products (Q K^T, Pd V and their four backward products) run on bf16 operands too
+// (attention_backward.h). Everything else stays f32: embeddings, softmax, layer norms, GELU, dropout, the bias
 // gradients (summed from the f32 dy), the heads and the [CLS]-row part of the last layer (S rows),
 // parameters, gradients and optimizer state. The copies cover bucket rows: pad rows of an f32
 // activation are finite and of an f32 gradient zero, and so are their copies.
@@ -815,7 +816,7 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
       break;
     }
     kernels::attention_forward_train(layer.context, layer.probs, layer.qkv_rows, b.offsets, S, NH, HS, p_attention,
-                                     seed, offset, b.attention_scratch, b.attention_scratch_floats);
+                                     seed, offset, b.attention_scratch, b.attention_scratch_floats, bf16_);
     offset += probs_floats;
     round_rows(layer.context, layer.context_bf16, C);
     layer_steps.attention_out.run(stream_);  // temp = context Wo^T + bo
@@ -977,7 +978,7 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     layer_steps.d_attention_out.run(stream_);
     // context = dropout(softmax(Q K^T / sqrt(HS))) V
     kernels::attention_backward(b.d_qkv, b.d_context, layer.qkv_rows, layer.probs, b.offsets, S, NH, HS, p_attention,
-                                seed, layer.attention_offset, b.attention_scratch, b.attention_scratch_floats);
+                                seed, layer.attention_offset, b.attention_scratch, b.attention_scratch_floats, bf16_);
     // qkv = x Wqkv^T + b: d x += d qkv Wqkv
     round_gradient(b.d_qkv, b.d_qkv_bf16, b.d_qkv_t, 3 * C);
     layer_steps.d_qkv.run(stream_);

@@ -25,10 +25,52 @@ constexpr int64_t kColumnBlock = 64; // output columns per register tile (4 zmm)
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
 // Per thread: Vt or Kt (HS, ldl), dS (L, ldl), Pd (L, ldl), then the pair's dropout keep bits
-// (dropout_keep_words(L * L) 64-bit words).
+// (dropout_keep_words(L * L) 64-bit words); then the bf16 path's own buffers (Bf16Scratch).
+int64_t f32_floats(int64_t ldl, int64_t HS) {
+  return round_up((HS + 2 * ldl) * ldl + 2 * dropout_keep_words(ldl * ldl), kPad);
+}
+
+// The bf16 products' operands, as 32-bit words of two bf16 (the pairs VDPBF16PS multiplies):
+//   tr        (L, ldl) f32       a transposed f32 block (dS^T, Pd^T)
+//   rows      (L, hw) words      rows of an (L, HS) block in bf16, natural order: word k = (x[2k], x[2k+1])
+//   pairs_t   (hw, ldl) words    `rows` transposed: word (k, j) = row j's word k (K^T, V^T over head dims)
+//   a         (L, hw) words      the coefficient rows of a product over head dims (Q, dout)
+//   p         (L, lw) words      the coefficient rows of a product over keys (Pd, dS, dS^T, Pd^T)
+//   pairs     (ldl/2, hw2) words consecutive rows interleaved: word (m, c) = (x[2m][c], x[2m+1][c])
+// with hw = round_up(ceil(HS / 2), 16), lw = round_up(ldl / 2, 16), hw2 = round_up(HS, 16).
+struct Bf16Scratch {
+  int64_t ldl, hw, lw, hw2;
+  float* tr;
+  uint32_t *rows, *pairs_t, *a, *p, *pairs;
+};
+
+Bf16Scratch bf16_scratch(float* slot, int64_t ldl, int64_t HS) {
+  Bf16Scratch b{ldl, round_up((HS + 1) / 2, kPad), round_up(ldl / 2, kPad), round_up(HS, kPad), nullptr, nullptr,
+                nullptr, nullptr, nullptr, nullptr};
+  float* next = slot + f32_floats(ldl, HS);
+  auto take = [&next](int64_t floats) {
+    float* region = next;
+    next += round_up(floats, kPad);
+    return region;
+  };
+  b.tr = take(ldl * ldl);
+  b.rows = reinterpret_cast<uint32_t*>(take(ldl * b.hw));
+  b.pairs_t = reinterpret_cast<uint32_t*>(take(b.hw * ldl));
+  b.a = reinterpret_cast<uint32_t*>(take(ldl * b.hw));
+  b.p = reinterpret_cast<uint32_t*>(take(ldl * b.lw));
+  b.pairs = reinterpret_cast<uint32_t*>(take(ldl / 2 * b.hw2));
+  return b;
+}
+
+int64_t bf16_extra_floats(int64_t ldl, int64_t HS) {
+  const int64_t hw = round_up((HS + 1) / 2, kPad), lw = round_up(ldl / 2, kPad), hw2 = round_up(HS, kPad);
+  return round_up(ldl * ldl, kPad) + 2 * round_up(ldl * hw, kPad) + round_up(hw * ldl, kPad) +
+         round_up(ldl * lw, kPad) + round_up(ldl / 2 * hw2, kPad);
+}
+
 int64_t per_thread_floats(int64_t max_len, int64_t HS) {
   const int64_t ldl = round_up(std::max<int64_t>(max_len, 1), kPad);
-  return round_up((HS + 2 * ldl) * ldl + 2 * dropout_keep_words(ldl * ldl), kPad);
+  return f32_floats(ldl, HS) + bf16_extra_floats(ldl, HS);
 }
 
 // Where a thread's slot keeps the pair's keep bits (8-byte aligned: the slot and ldl are multiples of 16).
@@ -256,6 +298,215 @@ void backward_pair(const Pair& p, float* dqkv, const float* dout, float dropout_
   product(dqkv + v_col, stride, weights, dout_h, p.C, p.L, p.L, p.HS);                       // dV = Pd^T dout
 }
 
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+// ---- bf16 products (VDPBF16PS, f32 accumulation), for mixed-precision training ----
+// The same steps as forward_pair / backward_pair with each of the pair's small GEMMs on bf16
+// operands: out = A X with A's rows and X's row pairs packed as words of two bf16 (Bf16Scratch).
+// Softmax, dropout and the softmax backward stay f32, as does everything saved (P) and written.
+
+inline __m512bh as_bh(__m512i words) { return reinterpret_cast<__m512bh>(words); }
+
+// dst (R, dst_stride words): row r = bf16(a[r][0..T) * scale) in natural order, zero up to the
+// next 16 words. a(r, t) = a[r * a_stride + t].
+void pack_rows(uint32_t* dst, int64_t dst_stride, const float* a, int64_t a_stride, int64_t R, int64_t T, float scale) {
+  const __m512 s = _mm512_set1_ps(scale);
+  const int64_t words = (T + 1) / 2;
+  for (int64_t r = 0; r < R; ++r) {
+    const float* row = a + r * a_stride;
+    for (int64_t k = 0; k < words; k += simd::kLanes) {  // 16 words = 32 floats per step
+      const int64_t i = 2 * k;
+      const __m512 lo = _mm512_maskz_loadu_ps(simd::tail_mask(std::max<int64_t>(0, T - i)), row + i);
+      const __m512 hi = _mm512_maskz_loadu_ps(simd::tail_mask(std::max<int64_t>(0, T - i - simd::kLanes)),
+                                              row + i + simd::kLanes);
+      const __m512bh packed = _mm512_cvtne2ps_pbh(_mm512_mul_ps(hi, s), _mm512_mul_ps(lo, s));
+      _mm512_storeu_si512(dst + r * dst_stride + k, reinterpret_cast<__m512i>(packed));
+    }
+  }
+}
+
+// dst (ceil(T / 2), dst_stride words): word (m, c) = (x[2m][c], x[2m+1][c]) for c < width, a missing
+// odd row as zero. cvtne2ps puts row 2m in the low 16 bf16 and row 2m+1 in the high 16; the
+// permute interleaves them.
+void pack_pairs(uint32_t* dst, int64_t dst_stride, const float* x, int64_t x_stride, int64_t T, int64_t width) {
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                              6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  for (int64_t m = 0; m < (T + 1) / 2; ++m) {
+    const float* even = x + 2 * m * x_stride;
+    const bool has_odd = 2 * m + 1 < T;
+    for (int64_t c0 = 0; c0 < width; c0 += simd::kLanes) {
+      const __mmask16 columns = simd::tail_mask(width - c0);
+      const __m512 lo = _mm512_maskz_loadu_ps(columns, even + c0);
+      const __m512 hi = has_odd ? _mm512_maskz_loadu_ps(columns, even + x_stride + c0) : _mm512_setzero_ps();
+      const __m512i packed = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+      _mm512_storeu_si512(dst + m * dst_stride + c0, _mm512_permutexvar_epi16(interleave, packed));
+    }
+  }
+}
+
+// dst (columns, dst_stride words) <- src^T for src (rows, columns) words with row stride
+// src_stride; dst's columns rows..round_up(rows, 16) are zero. Shuffles only: the bits move intact.
+void transpose_words(uint32_t* dst, int64_t dst_stride, const uint32_t* src, int64_t src_stride, int64_t rows,
+                     int64_t columns) {
+  for (int64_t k0 = 0; k0 < columns; k0 += simd::kLanes) {
+    const int64_t width = std::min<int64_t>(simd::kLanes, columns - k0);
+    for (int64_t j0 = 0; j0 < rows; j0 += simd::kLanes) {
+      __m512 block[simd::kLanes];
+      for (int64_t j = 0; j < simd::kLanes; ++j) {
+        block[j] = j0 + j < rows
+                       ? _mm512_castsi512_ps(_mm512_maskz_loadu_epi32(simd::tail_mask(width),
+                                                                      src + (j0 + j) * src_stride + k0))
+                       : _mm512_setzero_ps();
+      }
+      simd::transpose16x16(block);
+      for (int64_t k = 0; k < width; ++k) _mm512_storeu_ps(reinterpret_cast<float*>(dst + (k0 + k) * dst_stride + j0), block[k]);
+    }
+  }
+}
+
+// out[r * out_stride + c] = sum_{m < T2} dot_bf16(a[r * a_stride + m], x[m * x_stride + c]) for
+// r < R, c < width: the f32 `product` on packed operands, same 4 x 64 register tiles.
+template <int V>
+inline void product_tile_bf16(float* out, int64_t out_stride, const uint32_t* a, int64_t a_stride, const uint32_t* x,
+                              int64_t x_stride, int64_t r0, int64_t rows, int64_t T2, int64_t c0,
+                              const __mmask16 masks[V]) {
+  __m512 acc[kRowBlock][V];
+#pragma GCC unroll 4
+  for (int r = 0; r < kRowBlock; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+  }
+  const uint32_t* a0 = a + r0 * a_stride;  // rows past `rows` repeat the last valid one (not stored)
+  const uint32_t* a1 = a + (r0 + std::min<int64_t>(1, rows - 1)) * a_stride;
+  const uint32_t* a2 = a + (r0 + std::min<int64_t>(2, rows - 1)) * a_stride;
+  const uint32_t* a3 = a + (r0 + std::min<int64_t>(3, rows - 1)) * a_stride;
+  for (int64_t m = 0; m < T2; ++m) {
+    const uint32_t* x_row = x + m * x_stride + c0;
+    __m512bh xv[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) xv[v] = as_bh(_mm512_maskz_loadu_epi32(masks[v], x_row + v * simd::kLanes));
+    const __m512bh c0v = as_bh(_mm512_set1_epi32(static_cast<int>(a0[m])));
+    const __m512bh c1v = as_bh(_mm512_set1_epi32(static_cast<int>(a1[m])));
+    const __m512bh c2v = as_bh(_mm512_set1_epi32(static_cast<int>(a2[m])));
+    const __m512bh c3v = as_bh(_mm512_set1_epi32(static_cast<int>(a3[m])));
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      acc[0][v] = _mm512_dpbf16_ps(acc[0][v], c0v, xv[v]);
+      acc[1][v] = _mm512_dpbf16_ps(acc[1][v], c1v, xv[v]);
+      acc[2][v] = _mm512_dpbf16_ps(acc[2][v], c2v, xv[v]);
+      acc[3][v] = _mm512_dpbf16_ps(acc[3][v], c3v, xv[v]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < kRowBlock; ++r) {
+    if (r >= rows) break;
+    float* o = out + (r0 + r) * out_stride + c0;
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) _mm512_mask_storeu_ps(o + v * simd::kLanes, masks[v], acc[r][v]);
+  }
+}
+
+void product_bf16(float* out, int64_t out_stride, const uint32_t* a, int64_t a_stride, const uint32_t* x,
+                  int64_t x_stride, int64_t R, int64_t T2, int64_t width) {
+  for (int64_t c0 = 0; c0 < width; c0 += kColumnBlock) {
+    const int64_t w = std::min(kColumnBlock, width - c0);
+    const int64_t vectors = (w + simd::kLanes - 1) / simd::kLanes;
+    __mmask16 masks[4];
+    for (int64_t v = 0; v < 4; ++v) masks[v] = simd::tail_mask(std::max<int64_t>(0, w - v * simd::kLanes));
+    for (int64_t r0 = 0; r0 < R; r0 += kRowBlock) {
+      const int64_t rows = std::min(kRowBlock, R - r0);
+      switch (vectors) {
+        case 4: product_tile_bf16<4>(out, out_stride, a, a_stride, x, x_stride, r0, rows, T2, c0, masks); break;
+        case 3: product_tile_bf16<3>(out, out_stride, a, a_stride, x, x_stride, r0, rows, T2, c0, masks); break;
+        case 2: product_tile_bf16<2>(out, out_stride, a, a_stride, x, x_stride, r0, rows, T2, c0, masks); break;
+        default: product_tile_bf16<1>(out, out_stride, a, a_stride, x, x_stride, r0, rows, T2, c0, masks); break;
+      }
+    }
+  }
+}
+
+void forward_pair_bf16(const Pair& p, float* probs_out, float* out, float dropout_p, uint64_t seed, float* scratch) {
+  const int64_t ldl = round_up(p.L, kPad), stride = 3 * p.C, HS2 = (p.HS + 1) / 2, L2 = (p.L + 1) / 2;
+  const Bf16Scratch b = bf16_scratch(scratch, ldl, p.HS);
+  float* pd = scratch + p.HS * ldl + ldl * ldl;  // (L, ldl) P * M when dropping, as in forward_pair
+  const float* queries = p.qkv + p.head * p.HS;
+  const float* keys = p.qkv + p.C + p.head * p.HS;
+  const float* values = p.qkv + 2 * p.C + p.head * p.HS;
+  // S = Q (K * scale)^T: K's rows packed, then transposed into pairs over head dims.
+  pack_rows(b.rows, b.hw, keys, stride, p.L, p.HS, 1.0f / std::sqrt(static_cast<float>(p.HS)));
+  transpose_words(b.pairs_t, ldl, b.rows, b.hw, p.L, HS2);
+  pack_rows(b.a, b.hw, queries, stride, p.L, p.HS, 1.0f);
+  product_bf16(probs_out, p.L, b.a, b.hw, b.pairs_t, ldl, p.L, HS2, p.L);
+  for (int64_t i = 0; i < p.L; ++i) softmax_row(probs_out + i * p.L, p.L);
+  const float* weights = probs_out;
+  int64_t weights_stride = p.L;
+  if (dropout_p > 0.0f) {  // Pd = P * M
+    const uint64_t* keep = pair_keep_bits(p, dropout_p, seed, scratch, ldl);
+    const float scale = dropout_scale(dropout_p);
+    for (int64_t i = 0; i < p.L; ++i) apply_keep_bits(pd + i * ldl, probs_out + i * p.L, keep, i * p.L, p.L, scale);
+    weights = pd;
+    weights_stride = ldl;
+  }
+  pack_rows(b.p, b.lw, weights, weights_stride, p.L, p.L, 1.0f);
+  pack_pairs(b.pairs, b.hw2, values, stride, p.L, p.HS);
+  product_bf16(out + p.head * p.HS, p.C, b.p, b.lw, b.pairs, b.hw2, p.L, L2, p.HS);  // out_h = Pd V_h
+}
+
+void backward_pair_bf16(const Pair& p, float* dqkv, const float* dout, float dropout_p, uint64_t seed,
+                        float* scratch) {
+  const int64_t ldl = round_up(p.L, kPad), stride = 3 * p.C, HS2 = (p.HS + 1) / 2, L2 = (p.L + 1) / 2;
+  const Bf16Scratch b = bf16_scratch(scratch, ldl, p.HS);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(p.HS));
+  float* ds = scratch + p.HS * ldl;  // (L, ldl) dPd, then dP, then dS * scale (as in backward_pair)
+  float* pd = ds + ldl * ldl;        // (L, ldl) P * M when dropping
+  const int64_t q_col = p.head * p.HS, k_col = p.C + q_col, v_col = 2 * p.C + q_col;
+  const float* dout_h = dout + q_col;  // (L, HS) with row stride C
+  const float* queries = p.qkv + q_col;
+  const float* keys = p.qkv + k_col;
+  const float* values = p.qkv + v_col;
+
+  // dPd = dout_h V_h^T
+  pack_rows(b.rows, b.hw, values, stride, p.L, p.HS, 1.0f);
+  transpose_words(b.pairs_t, ldl, b.rows, b.hw, p.L, HS2);
+  pack_rows(b.a, b.hw, dout_h, p.C, p.L, p.HS, 1.0f);
+  product_bf16(ds, ldl, b.a, b.hw, b.pairs_t, ldl, p.L, HS2, p.L);
+  const bool dropping = dropout_p > 0.0f;
+  const uint64_t* keep = dropping ? pair_keep_bits(p, dropout_p, seed, scratch, ldl) : nullptr;
+  const float keep_scale = dropping ? dropout_scale(dropout_p) : 1.0f;
+  for (int64_t i = 0; i < p.L; ++i) {  // the f32 softmax backward of backward_pair
+    float* row = ds + i * ldl;
+    const float* prob = p.probs + i * p.L;
+    if (dropping) {
+      apply_keep_bits(row, row, keep, i * p.L, p.L, keep_scale);
+      apply_keep_bits(pd + i * ldl, prob, keep, i * p.L, p.L, keep_scale);
+    }
+    double dot = 0.0;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t j = 0; j < p.L; ++j) dot += static_cast<double>(row[j]) * prob[j];
+    const float row_dot = static_cast<float>(dot);
+#pragma omp simd
+    for (int64_t j = 0; j < p.L; ++j) row[j] = prob[j] * (row[j] - row_dot) * scale;
+  }
+  // dQ = dS K
+  pack_rows(b.p, b.lw, ds, ldl, p.L, p.L, 1.0f);
+  pack_pairs(b.pairs, b.hw2, keys, stride, p.L, p.HS);
+  product_bf16(dqkv + q_col, stride, b.p, b.lw, b.pairs, b.hw2, p.L, L2, p.HS);
+  // dK = dS^T Q
+  simd::load_transposed(b.tr, ldl, ds, ldl, p.L, p.L, 1.0f);
+  pack_rows(b.p, b.lw, b.tr, ldl, p.L, p.L, 1.0f);
+  pack_pairs(b.pairs, b.hw2, queries, stride, p.L, p.HS);
+  product_bf16(dqkv + k_col, stride, b.p, b.lw, b.pairs, b.hw2, p.L, L2, p.HS);
+  // dV = Pd^T dout_h
+  if (dropping) {
+    simd::load_transposed(b.tr, ldl, pd, ldl, p.L, p.L, 1.0f);
+  } else {
+    simd::load_transposed(b.tr, ldl, p.probs, p.L, p.L, p.L, 1.0f);
+  }
+  pack_rows(b.p, b.lw, b.tr, ldl, p.L, p.L, 1.0f);
+  pack_pairs(b.pairs, b.hw2, dout_h, p.C, p.L, p.HS);
+  product_bf16(dqkv + v_col, stride, b.p, b.lw, b.pairs, b.hw2, p.L, L2, p.HS);
+}
+#endif
+
 struct Checked {
   int64_t slot;
   int threads;
@@ -396,7 +647,8 @@ int64_t attention_train_scratch_floats(int64_t max_len, int64_t HS, int threads)
 
 void attention_forward_train(float* out, float* probs, const float* qkv, const int64_t* seq_offsets, int64_t S,
                              int64_t NH, int64_t HS, float dropout_p, uint64_t seed, uint64_t offset, float* scratch,
-                             int64_t scratch_floats) {
+                             int64_t scratch_floats, bool bf16_products) {
+  bf16_products = bf16_products && attention_bf16_available();
   const Checked checked =
       check_arguments(seq_offsets, S, NH, HS, dropout_p, scratch, scratch_floats, "attention_forward_train");
   check(static_cast<const float*>(out) != qkv, "attention_forward_train: out must not alias qkv");
@@ -406,13 +658,17 @@ void attention_forward_train(float* out, float* probs, const float* qkv, const i
     if (L == 0) return;
     const int64_t block = attention_probs_offset(seq_offsets, s, NH) + h * L * L;
     Pair problem{qkv + begin * 3 * C, L, C, h, HS, probs + block, offset + static_cast<uint64_t>(block)};
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+    if (bf16_products) return forward_pair_bf16(problem, probs + block, out + begin * C, dropout_p, seed, slot);
+#endif
     forward_pair(problem, probs + block, out + begin * C, dropout_p, seed, slot);
   });
 }
 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* probs,
                         const int64_t* seq_offsets, int64_t S, int64_t NH, int64_t HS, float dropout_p, uint64_t seed,
-                        uint64_t offset, float* scratch, int64_t scratch_floats) {
+                        uint64_t offset, float* scratch, int64_t scratch_floats, bool bf16_products) {
+  bf16_products = bf16_products && attention_bf16_available();
   const Checked checked =
       check_arguments(seq_offsets, S, NH, HS, dropout_p, scratch, scratch_floats, "attention_backward");
   check(static_cast<const float*>(dqkv) != qkv && static_cast<const float*>(dqkv) != dout,
@@ -423,6 +679,9 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
     if (L == 0) return;
     const int64_t block = attention_probs_offset(seq_offsets, s, NH) + h * L * L;
     Pair problem{qkv + begin * 3 * C, L, C, h, HS, probs + block, offset + static_cast<uint64_t>(block)};
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+    if (bf16_products) return backward_pair_bf16(problem, dqkv + begin * 3 * C, dout + begin * C, dropout_p, seed, slot);
+#endif
     backward_pair(problem, dqkv + begin * 3 * C, dout + begin * C, dropout_p, seed, slot);
   });
 }

@@ -25,8 +25,8 @@ int64_t attention_probs_offset(const int64_t* seq_offsets, int64_t s, int64_t NH
 // Floats of scratch attention_forward_train and attention_backward need for sequences up to max_len
 // tokens, head size HS, `threads` OpenMP threads (pass scalebert::num_threads()); per thread
 // (HS + 2 * ldl) * ldl floats with ldl = round_up(max_len, 16) (dS and P * dropout as ldl x ldl
-// matrices: 2 MiB per thread at max_len 512) plus the pair's dropout keep bits (ldl^2 / 32 floats).
-// Allocate once, reuse.
+// matrices: 2 MiB per thread at max_len 512) plus the pair's dropout keep bits (ldl^2 / 32 floats),
+// plus the bf16 products' packed operands (about 1.6 ldl^2 + 2.5 HS ldl more). Allocate once, reuse.
 int64_t attention_train_scratch_floats(int64_t max_len, int64_t HS, int threads);
 
 // Forward (BertSelfAttention without padding), per sequence s and head h, scale = 1/sqrt(HS):
@@ -36,9 +36,12 @@ int64_t attention_train_scratch_floats(int64_t max_len, int64_t HS, int threads)
 // head-major; seq_offsets: (S + 1); dropout_p in [0, 1] (0: no dropout, seed/offset unused).
 // Parallel over (sequence, head) pairs; results do not depend on the thread count.
 // Throws InvalidArgument on bad sizes or offsets, too little scratch, or out aliasing qkv.
+// bf16_products (mixed-precision training; ignored where attention_bf16_available() is false): the
+// two products Q K^T and Pd V round their operands to bf16 and accumulate in f32 (VDPBF16PS, as
+// PyTorch's autocast runs these matmuls); softmax, dropout and the saved P stay f32.
 void attention_forward_train(float* out, float* probs, const float* qkv, const int64_t* seq_offsets, int64_t S,
                              int64_t NH, int64_t HS, float dropout_p, uint64_t seed, uint64_t offset, float* scratch,
-                             int64_t scratch_floats);
+                             int64_t scratch_floats, bool bf16_products = false);
 
 // Backward of the forward above, with M = keep / (1 - p) recomputed and Pd = P * M:
 //   dPd  = dout_h V_h^T                      dV_h = Pd^T dout_h
@@ -49,9 +52,11 @@ void attention_forward_train(float* out, float* probs, const float* qkv, const i
 // dout: (N, C); qkv: (N, 3C) as in forward; probs: as attention_forward_train saved it; the same
 // dropout_p, seed, offset as the forward. Each (sequence, head) pair writes only its own columns,
 // so results are bitwise independent of the thread count. dqkv must not alias qkv or dout.
+// bf16_products: the four products (dPd, dQ, dK, dV) on bf16 operands with f32 accumulation; the
+// softmax backward stays f32.
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* probs,
                         const int64_t* seq_offsets, int64_t S, int64_t NH, int64_t HS, float dropout_p, uint64_t seed,
-                        uint64_t offset, float* scratch, int64_t scratch_floats);
+                        uint64_t offset, float* scratch, int64_t scratch_floats, bool bf16_products = false);
 
 // ---- The first query of each sequence only ([CLS]; the last layer of sequence classification) ----
 // The same attention restricted to query row i = 0 of every sequence: its keys and values are all of
