@@ -163,6 +163,11 @@ TEST(TrainConfig, ParsesTypedKeysAndNamesMistakes) {
   bad.optimizer = "lamb";
   bad.batch_size = 0;
   EXPECT_NE(error_of([&] { bad.validate(); }).find("batch_size and max_tokens are both 0"), std::string::npos);
+  bad.batch_size = 8;
+  bad.precision = "fp16";
+  EXPECT_NE(error_of([&] { bad.validate(); }).find("precision \"fp16\": must be f32 or bf16"), std::string::npos);
+  bad.precision = "bf16";
+  EXPECT_NO_THROW(bad.validate());
 }
 
 TEST(TrainConfig, ExampleConfigsParse) {
