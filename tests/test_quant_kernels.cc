@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "core/arena.h"
+#include "core/error.h"
+#include "core/threads.h"
 #include "kernels/cpu/low_precision_matmul.h"
 #include "kernels/cpu/quantize_rows.h"
 
@@ -74,13 +76,23 @@ TEST(QuantKernels, Bf16ConversionRoundsToNearestEven) {
 }
 
 // Rows and their transpose in one pass, over shapes with and without full 16 x 16 tiles and
-// 64-row blocks (tails in both directions).
+// 64-row blocks (tails in both directions), and the fused column sums.
 TEST(QuantKernels, Bf16TransposedConversionMatchesElementwiseRounding) {
   for (auto [rows, columns] : {std::pair<int64_t, int64_t>{1, 1}, {16, 16}, {7, 40}, {100, 48}, {144, 77}, {1024, 96}}) {
     SCOPED_TRACE(::testing::Message() << rows << " x " << columns);
     const std::vector<float> x = random_values(rows * columns, 3, 10.0f);
     std::vector<BFloat16> out(rows * columns, BFloat16{0xFFFF}), transposed(rows * columns, BFloat16{0xFFFF});
-    convert_rows_bf16_transposed(x.data(), rows, columns, out.data(), transposed.data());
+    // Column sums added onto 0.5 (the bias gradient's accumulation), with one thread and with two.
+    std::vector<float> partial(bf16_transpose_partial_floats(rows, columns));
+    std::vector<float> sums_one(columns, 0.5f), sums_two(columns, 0.5f);
+    const int saved_threads = num_threads();
+    set_num_threads(1);
+    convert_rows_bf16_transposed(x.data(), rows, columns, out.data(), transposed.data(), sums_one.data(),
+                                 partial.data());
+    set_num_threads(2);
+    convert_rows_bf16_transposed(x.data(), rows, columns, out.data(), transposed.data(), sums_two.data(),
+                                 partial.data());
+    set_num_threads(saved_threads);
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t c = 0; c < columns; ++c) {
         const uint16_t want = float_to_bf16(x[r * columns + c]).bits;
@@ -88,7 +100,18 @@ TEST(QuantKernels, Bf16TransposedConversionMatchesElementwiseRounding) {
         ASSERT_EQ(transposed[c * rows + r].bits, want) << "transposed, row " << r << " column " << c;
       }
     }
+    for (int64_t c = 0; c < columns; ++c) {
+      double expected = 0.5;
+      for (int64_t r = 0; r < rows; ++r) expected += x[r * columns + c];
+      ASSERT_NEAR(sums_one[c], expected, 1e-5 * (std::fabs(expected) + std::sqrt(static_cast<double>(rows)) * 10.0))
+          << "column sum " << c;
+      ASSERT_EQ(sums_one[c], sums_two[c]) << "column sum " << c << " depends on the thread count";
+    }
   }
+  std::vector<float> x(4), sums(2);
+  std::vector<BFloat16> out(4), transposed(4);
+  EXPECT_THROW(convert_rows_bf16_transposed(x.data(), 2, 2, out.data(), transposed.data(), sums.data(), nullptr),
+               InvalidArgument);
 }
 
 struct StepCase {

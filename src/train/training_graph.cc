@@ -32,13 +32,13 @@
 // the f32 product rate on this CPU). The copies: the weights, rounded from the f32 master weights at
 // the start of every run (the optimizer updates the f32 values); each product input (x_in, context,
 // h1, act(ff_pre)), rounded when it is written and kept for the weight gradient (act(ff_pre) is
-// written in bf16 only); each product's
-// output gradient (d qkv, d temp, d ff), rounded before its two backward products, as rows (for dx)
-// and transposed (dense dy^T for the weight gradient, which oneDNN runs faster). The attention's
-// own small products (Q K^T, Pd V and their four backward products) run on bf16 operands too
-// (attention_backward.h). Everything else stays f32: embeddings, softmax, layer norms, GELU, dropout, the bias
-// gradients (summed from the f32 dy), the heads and the [CLS]-row part of the last layer (S rows),
-// parameters, gradients and optimizer state. The copies cover bucket rows: pad rows of an f32
+// written in bf16 only); each product's output gradient (d qkv, d temp, d ff), rounded before its
+// two backward products, as rows (for dx) and transposed (dense dy^T for the weight gradient,
+// which oneDNN runs faster), in a pass that also sums the f32 values into the bias gradient. The
+// attention's own small products (Q K^T, Pd V and their four backward products) run on bf16
+// operands too (attention_backward.h). Everything else stays f32: embeddings, softmax, layer
+// norms, GELU, dropout, the bias gradients, the heads and the [CLS]-row part of the last layer
+// (S rows), parameters, gradients and optimizer state. The copies cover bucket rows: pad rows of an f32
 // activation are finite and of an f32 gradient zero, and so are their copies.
 #include "train/training_graph.h"
 
@@ -189,6 +189,9 @@ struct TrainingGraph::Buffers {
   BFloat16* d_qkv_t = nullptr;      // (3C, M)
   BFloat16* d_temp_t = nullptr;     // (C, M)
   BFloat16* d_ff_t = nullptr;       // (I, M)
+  // Mixed precision: the bias gradients are summed in the same pass as those roundings, through
+  // per-64-row-block partial sums (convert_rows_bf16_transposed).
+  float* bias_partials = nullptr;
   float* attention_scratch = nullptr;
   int64_t attention_scratch_floats = 0;
   std::vector<int32_t> masked_targets;  // (R)
@@ -375,7 +378,8 @@ void TrainingGraph::reserve(int64_t tokens, int64_t sequences, int64_t max_lengt
                {&b.transform_pre, masked * C}, {&b.transform_act, masked * C}, {&b.transform_mean, masked},
                {&b.transform_rstd, masked}, {&b.transform_out, masked * C}, {&b.mlm_logits, masked * V},
                {&b.d_transform, masked * C}, {&b.d_masked, masked * C},
-               {&b.row_losses, std::max({M, S, masked})}, {&b.attention_scratch, attention_floats}});
+               {&b.row_losses, std::max({M, S, masked})}, {&b.attention_scratch, attention_floats},
+               {&b.bias_partials, bf16_ ? kernels::bf16_transpose_partial_floats(M, std::max(3 * C, I)) : 0}});
   // Mixed precision's bf16 copies (none in f32).
   std::vector<std::pair<BFloat16**, int64_t>> bf16_plan;
   if (bf16_) {
@@ -470,19 +474,21 @@ TrainingGraph::TokenSteps& TrainingGraph::token_steps(int64_t rows) {
         forward(*layer.output, layer.output_bf16.get(), layer.ff_act, layer.ff_act_bf16, I, b.temp_c, C),
         // d of qkv = x Wqkv^T + b: dx ADDED onto the residual gradient already in d_x.
         LinearBackwardStep(layer.x_in, C, layer.qkv_weight.data<float>() + qkv_at * C, b.d_qkv + qkv_at, 3 * C,
-                           b.d_x, C, layer.d_qkv_weight + qkv_at * C, layer.d_qkv_bias + qkv_at, rows, C, qkv_out,
-                           true, mixed(qkv_ops)),
+                           b.d_x, C, layer.d_qkv_weight + qkv_at * C,
+                           bf16_ && !kv_only ? nullptr : layer.d_qkv_bias + qkv_at, rows, C, qkv_out, true,
+                           mixed(qkv_ops)),
         // d of temp = context Wo^T + bo: dx is d_context (overwritten).
         LinearBackwardStep(layer.context, C, layer.attention_out_weight.data<float>(), b.d_temp, C, b.d_context, C,
-                           layer.d_attention_out_weight, layer.d_attention_out_bias, rows, C, C, false,
-                           mixed(attention_out_ops)),
+                           layer.d_attention_out_weight, bf16_ ? nullptr : layer.d_attention_out_bias, rows, C, C,
+                           false, mixed(attention_out_ops)),
         // d of ff_pre = h1 W1^T + b1: dx ADDED onto the residual gradient of h1 in d_x.
         LinearBackwardStep(layer.h1, C, layer.intermediate_weight.data<float>(), b.d_ff, I, b.d_x, C,
-                           layer.d_intermediate_weight, layer.d_intermediate_bias, rows, C, I, true,
+                           layer.d_intermediate_weight, bf16_ ? nullptr : layer.d_intermediate_bias, rows, C, I, true,
                            mixed(intermediate_ops)),
         // d of temp = act(ff_pre) W2^T + b2: dx is d_ff (overwritten).
         LinearBackwardStep(layer.ff_act, I, layer.output_weight.data<float>(), b.d_temp, C, b.d_ff, I,
-                           layer.d_output_weight, layer.d_output_bias, rows, I, C, false, mixed(output_ops)),
+                           layer.d_output_weight, bf16_ ? nullptr : layer.d_output_bias, rows, I, C, false,
+                           mixed(output_ops)),
     });
     const auto& added = steps->layers.back();
     for (const LinearStep* step : {&added.qkv, &added.attention_out, &added.intermediate, &added.output}) {
@@ -741,9 +747,11 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
   const auto round_rows = [&](const float* source, BFloat16* copy, int64_t width) {
     if (bf16_) kernels::convert_rows_bf16(source, width, M, width, copy, width);
   };
-  // ... and of an output gradient, as rows and transposed.
-  const auto round_gradient = [&](const float* source, BFloat16* copy, BFloat16* transposed, int64_t width) {
-    if (bf16_) kernels::convert_rows_bf16_transposed(source, M, width, copy, transposed);
+  // ... and of an output gradient, as rows and transposed, adding its column sums to `bias`
+  // (the bias gradient, which the product's backward step then leaves alone) when not null.
+  const auto round_gradient = [&](const float* source, BFloat16* copy, BFloat16* transposed, int64_t width,
+                                  float* bias) {
+    if (bf16_) kernels::convert_rows_bf16_transposed(source, M, width, copy, transposed, bias, b.bias_partials);
   };
   if (bf16_) round_weights_to_bf16();
   std::memcpy(b.offsets, tokens.sequence_offsets.data(), (S + 1) * sizeof(int64_t));
@@ -945,7 +953,7 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
                                               layer.probs, b.offsets, S, NH, HS, p_attention, seed,
                                               layer.attention_offset, b.attention_scratch,
                                               b.attention_scratch_floats);
-      round_gradient(b.d_qkv, b.d_qkv_bf16, b.d_qkv_t, 3 * C);
+      round_gradient(b.d_qkv, b.d_qkv_bf16, b.d_qkv_t, 3 * C, nullptr);  // K/V bias: in the step (2C columns)
       layer_steps.d_qkv.run(stream_);  // K, V: d x += d kv Wkv
       sequence->d_query.run(stream_);  // Q of the [CLS] rows: d_cls_x = d q Wq
       for (int64_t s = 0; s < S; ++s) {
@@ -961,12 +969,12 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     // r2 = h1 + dropout(temp): d_x keeps d r2 as the residual part of d h1; d_temp gets d temp.
     kernels::dropout_backward(b.d_temp, b.d_x, N * C, p_hidden, seed, layer.output_offset);
     // temp = act(ff_pre) W2^T + b2
-    round_gradient(b.d_temp, b.d_temp_bf16, b.d_temp_t, C);
+    round_gradient(b.d_temp, b.d_temp_bf16, b.d_temp_t, C, layer.d_output_bias);
     layer_steps.d_output.run(stream_);
     // act(ff_pre)
     kernels::activation_backward(activation, b.d_ff, layer.ff_pre, b.d_ff, N * I);
     // ff_pre = h1 W1^T + b1: d h1 += d ff_pre W1
-    round_gradient(b.d_ff, b.d_ff_bf16, b.d_ff_t, I);
+    round_gradient(b.d_ff, b.d_ff_bf16, b.d_ff_t, I, layer.d_intermediate_bias);
     layer_steps.d_intermediate.run(stream_);
     // h1 = LN1(r1)
     kernels::layernorm_backward(b.d_x, layer.d_norm1_gamma, layer.d_norm1_beta, b.d_x, layer.r1,
@@ -974,13 +982,13 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
     // r1 = x + dropout(temp)
     kernels::dropout_backward(b.d_temp, b.d_x, N * C, p_hidden, seed, layer.attention_out_offset);
     // temp = context Wo^T + bo
-    round_gradient(b.d_temp, b.d_temp_bf16, b.d_temp_t, C);
+    round_gradient(b.d_temp, b.d_temp_bf16, b.d_temp_t, C, layer.d_attention_out_bias);
     layer_steps.d_attention_out.run(stream_);
     // context = dropout(softmax(Q K^T / sqrt(HS))) V
     kernels::attention_backward(b.d_qkv, b.d_context, layer.qkv_rows, layer.probs, b.offsets, S, NH, HS, p_attention,
                                 seed, layer.attention_offset, b.attention_scratch, b.attention_scratch_floats, bf16_);
     // qkv = x Wqkv^T + b: d x += d qkv Wqkv
-    round_gradient(b.d_qkv, b.d_qkv_bf16, b.d_qkv_t, 3 * C);
+    round_gradient(b.d_qkv, b.d_qkv_bf16, b.d_qkv_t, 3 * C, layer.d_qkv_bias);
     layer_steps.d_qkv.run(stream_);
   }
   // x_in[0] = dropout(LN0(e)); e = word[id] + position[p] + type[t]
