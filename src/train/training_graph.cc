@@ -189,9 +189,6 @@ struct TrainingGraph::Buffers {
   BFloat16* d_qkv_t = nullptr;      // (3C, M)
   BFloat16* d_temp_t = nullptr;     // (C, M)
   BFloat16* d_ff_t = nullptr;       // (I, M)
-  // Mixed precision: the bias gradients are summed in the same pass as those roundings, through
-  // per-64-row-block partial sums (convert_rows_bf16_transposed).
-  float* bias_partials = nullptr;
   float* attention_scratch = nullptr;
   int64_t attention_scratch_floats = 0;
   std::vector<int32_t> masked_targets;  // (R)
@@ -378,8 +375,7 @@ void TrainingGraph::reserve(int64_t tokens, int64_t sequences, int64_t max_lengt
                {&b.transform_pre, masked * C}, {&b.transform_act, masked * C}, {&b.transform_mean, masked},
                {&b.transform_rstd, masked}, {&b.transform_out, masked * C}, {&b.mlm_logits, masked * V},
                {&b.d_transform, masked * C}, {&b.d_masked, masked * C},
-               {&b.row_losses, std::max({M, S, masked})}, {&b.attention_scratch, attention_floats},
-               {&b.bias_partials, bf16_ ? kernels::bf16_transpose_partial_floats(M, std::max(3 * C, I)) : 0}});
+               {&b.row_losses, std::max({M, S, masked})}, {&b.attention_scratch, attention_floats}});
   // Mixed precision's bf16 copies (none in f32).
   std::vector<std::pair<BFloat16**, int64_t>> bf16_plan;
   if (bf16_) {
@@ -751,7 +747,7 @@ StepLoss TrainingGraph::run(const TrainingBatch& batch, float grad_scale, uint64
   // (the bias gradient, which the product's backward step then leaves alone) when not null.
   const auto round_gradient = [&](const float* source, BFloat16* copy, BFloat16* transposed, int64_t width,
                                   float* bias) {
-    if (bf16_) kernels::convert_rows_bf16_transposed(source, M, width, copy, transposed, bias, b.bias_partials);
+    if (bf16_) kernels::convert_rows_bf16_transposed(source, M, width, copy, transposed, bias);
   };
   if (bf16_) round_weights_to_bf16();
   std::memcpy(b.offsets, tokens.sequence_offsets.data(), (S + 1) * sizeof(int64_t));

@@ -43,13 +43,9 @@ void convert_rows_bf16(const float* x, int64_t x_stride, int64_t rows, int64_t c
 // gradients feed dx = dy W (rows) and dW = dy^T x, which oneDNN runs ~8% faster on a dense dy^T than
 // on dy read with swapped strides. Both equal float_to_bf16 of each element.
 // column_sums (columns), when not null, gets the column sums of the f32 x ADDED (the bias gradient,
-// from the same pass): each 64-row block summed in row order in float into partial_sums
-// (bf16_transpose_partial_floats(rows, columns) floats), the blocks then in order in double, so the
-// result does not depend on the thread count.
+// from the same pass), each summed in row order in double: independent of the thread count.
 void convert_rows_bf16_transposed(const float* x, int64_t rows, int64_t columns, BFloat16* out,
-                                  BFloat16* out_transposed, float* column_sums = nullptr,
-                                  float* partial_sums = nullptr);
-int64_t bf16_transpose_partial_floats(int64_t rows, int64_t columns);
+                                  BFloat16* out_transposed, float* column_sums = nullptr);
 
 // Scalar references of the three activation conversions (plain loops, std::nearbyint).
 void quantize_rows_dynamic_reference(const float* x, int64_t x_stride, int64_t rows, int64_t columns,
