@@ -218,7 +218,9 @@ int main(int argc, char** argv) {
   try {
     const kernels::Precision precision = kernels::precision_from_name(precision_name);
     if (which == "base" || which == "both") run(base, precision, steps > 0 ? steps : 5, peak_gflops, json, breakdown);
-    if (which == "small" || which == "both") run(small, precision, steps > 0 ? steps : 10, peak_gflops, json, breakdown);
+    if (which == "small" || which == "both") {
+      run(small, precision, steps > 0 ? steps : 10, peak_gflops, json, breakdown);
+    }
   } catch (const std::exception& error) {
     std::fprintf(stderr, "bench_train: %s\n", error.what());
     return 1;

@@ -78,7 +78,8 @@ TEST(QuantKernels, Bf16ConversionRoundsToNearestEven) {
 // Rows and their transpose in one pass, over shapes with and without full 16 x 16 tiles and
 // 64-row blocks (tails in both directions), and the fused column sums.
 TEST(QuantKernels, Bf16TransposedConversionMatchesElementwiseRounding) {
-  for (auto [rows, columns] : {std::pair<int64_t, int64_t>{1, 1}, {16, 16}, {7, 40}, {100, 48}, {144, 77}, {1024, 96}}) {
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 1}, {16, 16}, {7, 40}, {100, 48}, {144, 77}, {1024, 96}};
+  for (auto [rows, columns] : shapes) {
     SCOPED_TRACE(::testing::Message() << rows << " x " << columns);
     const std::vector<float> x = random_values(rows * columns, 3, 10.0f);
     std::vector<BFloat16> out(rows * columns, BFloat16{0xFFFF}), transposed(rows * columns, BFloat16{0xFFFF});

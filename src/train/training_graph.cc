@@ -38,8 +38,8 @@
 // attention's own small products (Q K^T, Pd V and their four backward products) run on bf16
 // operands too (attention_backward.h). Everything else stays f32: embeddings, softmax, layer
 // norms, GELU, dropout, the bias gradients, the heads and the [CLS]-row part of the last layer
-// (S rows), parameters, gradients and optimizer state. The copies cover bucket rows: pad rows of an f32
-// activation are finite and of an f32 gradient zero, and so are their copies.
+// (S rows), parameters, gradients and optimizer state. The copies cover bucket rows: pad rows of an
+// f32 activation are finite and of an f32 gradient zero, and so are their copies.
 #include "train/training_graph.h"
 
 #include <algorithm>
@@ -127,7 +127,8 @@ struct TrainingGraph::Layer {
   float* rstd1 = nullptr;    // (M)
   float* h1 = nullptr;       // (M, C)
   float* ff_pre = nullptr;   // (M, I)
-  float* ff_act = nullptr;   // (M, I) act(ff_pre): the output product's input, kept for its weight gradient (f32 only)
+  float* ff_act = nullptr;   // (M, I) act(ff_pre): the output product's input, kept for its weight gradient
+                             // (f32 products only; bf16 ones keep ff_act_bf16 alone)
   float* r2 = nullptr;       // (M, C)
   float* mean2 = nullptr;    // (M)
   float* rstd2 = nullptr;    // (M)

@@ -77,7 +77,9 @@ class TrainingGraph {
   const Tensor& gradients() const { return gradients_; }
   // The precision the encoder's products run in (after the CPU fallback).
   kernels::Precision products() const { return bf16_ ? kernels::Precision::kBF16 : kernels::Precision::kF32; }
-  size_t planned_bytes() const { return arena_.capacity() + scratchpad_bytes_; }
+  size_t planned_bytes() const {
+    return arena_.capacity() + scratchpad_bytes_ + (bf16_weights_.defined() ? bf16_weights_.nbytes() : 0);
+  }
 
  private:
   struct Layer;          // one encoder layer: parameters, gradients, packed weights, saved activations

@@ -238,41 +238,24 @@ const uint64_t* pair_keep_bits(const Pair& p, float dropout_p, uint64_t seed, fl
   return keep;
 }
 
-// probs_out: the pair's (L, L) block, the same memory as p.probs.
-void forward_pair(const Pair& p, float* probs_out, float* out, float dropout_p, uint64_t seed, float* scratch) {
-  const int64_t ldl = round_up(p.L, kPad);
-  const int64_t stride = 3 * p.C;
-  float* kt = scratch;                       // (HS, ldl) K_h^T * scale
-  float* pd = kt + p.HS * ldl + ldl * ldl;   // (L, ldl) P * M when dropping
-  load_transposed(p, p.C, 1.0f / std::sqrt(static_cast<float>(p.HS)), kt, ldl);
-  const float* queries = p.qkv + p.head * p.HS;
-  const float* values = p.qkv + 2 * p.C + p.head * p.HS;
-  // Scores S = Q Kt straight into the probability block, then softmax per row in place.
-  product(probs_out, p.L, Coefficients{queries, stride, 1}, kt, ldl, p.L, p.HS, p.L);
-  for (int64_t i = 0; i < p.L; ++i) softmax_row(probs_out + i * p.L, p.L);
-  Coefficients weights{probs_out, p.L, 1};
-  if (dropout_p > 0.0f) {  // Pd = P * M
-    const uint64_t* keep = pair_keep_bits(p, dropout_p, seed, scratch, ldl);
-    const float scale = dropout_scale(dropout_p);
-    for (int64_t i = 0; i < p.L; ++i) apply_keep_bits(pd + i * ldl, probs_out + i * p.L, keep, i * p.L, p.L, scale);
-    weights = Coefficients{pd, ldl, 1};
-  }
-  product(out + p.head * p.HS, p.C, weights, values, stride, p.L, p.L, p.HS);  // out_h = Pd V_h
+// The dropped probabilities Pd = P * M into pd (L, ldl) when dropout_p > 0; returns the matrix the
+// context product multiplies V with (pd, or P itself) and sets its row stride.
+const float* dropped_probabilities(const Pair& p, const float* probs, float* pd, int64_t ldl, float dropout_p,
+                                   uint64_t seed, float* scratch, int64_t* row_stride) {
+  *row_stride = p.L;
+  if (dropout_p <= 0.0f) return probs;
+  const uint64_t* keep = pair_keep_bits(p, dropout_p, seed, scratch, ldl);
+  const float scale = dropout_scale(dropout_p);
+  for (int64_t i = 0; i < p.L; ++i) apply_keep_bits(pd + i * ldl, probs + i * p.L, keep, i * p.L, p.L, scale);
+  *row_stride = ldl;
+  return pd;
 }
 
-void backward_pair(const Pair& p, float* dqkv, const float* dout, float dropout_p, uint64_t seed, float* scratch) {
-  const int64_t ldl = round_up(p.L, kPad);
-  const int64_t stride = 3 * p.C;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(p.HS));
-  float* vt = scratch;                 // (HS, ldl) V_h^T
-  float* ds = vt + p.HS * ldl;         // (L, ldl) dPd, then dP, then dS * scale
-  float* pd = ds + ldl * ldl;          // (L, ldl) P * M when dropping
-  load_transposed(p, 2 * p.C, 1.0f, vt, ldl);
-  const int64_t q_col = p.head * p.HS, k_col = p.C + q_col, v_col = 2 * p.C + q_col;
-  const float* dout_h = dout + q_col;  // (L, HS) with row stride C
-
-  product(ds, ldl, Coefficients{dout_h, p.C, 1}, vt, ldl, p.L, p.HS, p.L);  // dPd = dout_h V_h^T
-  Coefficients weights{p.probs, 1, p.L};  // Pd^T: a(j, i) = P[i][j]
+// ds (L, ldl): dPd on entry, dS * scale on return, per query row: dP = dPd * M, then the softmax
+// backward dS = P * (dP - rowsum(dP * P)). pd (L, ldl) gets Pd = P * M when dropping. Returns
+// whether it dropped.
+bool softmax_backward_rows(const Pair& p, float* ds, float* pd, int64_t ldl, float dropout_p, uint64_t seed,
+                           float* scratch, float scale) {
   const bool dropping = dropout_p > 0.0f;
   const uint64_t* keep = dropping ? pair_keep_bits(p, dropout_p, seed, scratch, ldl) : nullptr;  // M regenerated
   const float keep_scale = dropping ? dropout_scale(dropout_p) : 1.0f;
@@ -290,6 +273,41 @@ void backward_pair(const Pair& p, float* dqkv, const float* dout, float dropout_
 #pragma omp simd
     for (int64_t j = 0; j < p.L; ++j) row[j] = prob[j] * (row[j] - row_dot) * scale;
   }
+  return dropping;
+}
+
+// probs_out: the pair's (L, L) block, the same memory as p.probs.
+void forward_pair(const Pair& p, float* probs_out, float* out, float dropout_p, uint64_t seed, float* scratch) {
+  const int64_t ldl = round_up(p.L, kPad);
+  const int64_t stride = 3 * p.C;
+  float* kt = scratch;                       // (HS, ldl) K_h^T * scale
+  float* pd = kt + p.HS * ldl + ldl * ldl;   // (L, ldl) P * M when dropping
+  load_transposed(p, p.C, 1.0f / std::sqrt(static_cast<float>(p.HS)), kt, ldl);
+  const float* queries = p.qkv + p.head * p.HS;
+  const float* values = p.qkv + 2 * p.C + p.head * p.HS;
+  // Scores S = Q Kt straight into the probability block, then softmax per row in place.
+  product(probs_out, p.L, Coefficients{queries, stride, 1}, kt, ldl, p.L, p.HS, p.L);
+  for (int64_t i = 0; i < p.L; ++i) softmax_row(probs_out + i * p.L, p.L);
+  int64_t weights_stride = 0;
+  const float* weights = dropped_probabilities(p, probs_out, pd, ldl, dropout_p, seed, scratch, &weights_stride);
+  product(out + p.head * p.HS, p.C, Coefficients{weights, weights_stride, 1}, values, stride, p.L, p.L,
+          p.HS);  // out_h = Pd V_h
+}
+
+void backward_pair(const Pair& p, float* dqkv, const float* dout, float dropout_p, uint64_t seed, float* scratch) {
+  const int64_t ldl = round_up(p.L, kPad);
+  const int64_t stride = 3 * p.C;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(p.HS));
+  float* vt = scratch;                 // (HS, ldl) V_h^T
+  float* ds = vt + p.HS * ldl;         // (L, ldl) dPd, then dP, then dS * scale
+  float* pd = ds + ldl * ldl;          // (L, ldl) P * M when dropping
+  load_transposed(p, 2 * p.C, 1.0f, vt, ldl);
+  const int64_t q_col = p.head * p.HS, k_col = p.C + q_col, v_col = 2 * p.C + q_col;
+  const float* dout_h = dout + q_col;  // (L, HS) with row stride C
+
+  product(ds, ldl, Coefficients{dout_h, p.C, 1}, vt, ldl, p.L, p.HS, p.L);  // dPd = dout_h V_h^T
+  Coefficients weights{p.probs, 1, p.L};  // Pd^T: a(j, i) = P[i][j]
+  const bool dropping = softmax_backward_rows(p, ds, pd, ldl, dropout_p, seed, scratch, scale);
   if (dropping) weights = Coefficients{pd, 1, ldl};
   const float* queries = p.qkv + q_col;
   const float* keys = p.qkv + k_col;
@@ -358,7 +376,9 @@ void transpose_words(uint32_t* dst, int64_t dst_stride, const uint32_t* src, int
                        : _mm512_setzero_ps();
       }
       simd::transpose16x16(block);
-      for (int64_t k = 0; k < width; ++k) _mm512_storeu_ps(reinterpret_cast<float*>(dst + (k0 + k) * dst_stride + j0), block[k]);
+      for (int64_t k = 0; k < width; ++k) {
+        _mm512_storeu_ps(reinterpret_cast<float*>(dst + (k0 + k) * dst_stride + j0), block[k]);
+      }
     }
   }
 }
@@ -437,15 +457,8 @@ void forward_pair_bf16(const Pair& p, float* probs_out, float* out, float dropou
   pack_rows(b.a, b.hw, queries, stride, p.L, p.HS, 1.0f);
   product_bf16(probs_out, p.L, b.a, b.hw, b.pairs_t, ldl, p.L, HS2, p.L);
   for (int64_t i = 0; i < p.L; ++i) softmax_row(probs_out + i * p.L, p.L);
-  const float* weights = probs_out;
-  int64_t weights_stride = p.L;
-  if (dropout_p > 0.0f) {  // Pd = P * M
-    const uint64_t* keep = pair_keep_bits(p, dropout_p, seed, scratch, ldl);
-    const float scale = dropout_scale(dropout_p);
-    for (int64_t i = 0; i < p.L; ++i) apply_keep_bits(pd + i * ldl, probs_out + i * p.L, keep, i * p.L, p.L, scale);
-    weights = pd;
-    weights_stride = ldl;
-  }
+  int64_t weights_stride = 0;
+  const float* weights = dropped_probabilities(p, probs_out, pd, ldl, dropout_p, seed, scratch, &weights_stride);
   pack_rows(b.p, b.lw, weights, weights_stride, p.L, p.L, 1.0f);
   pack_pairs(b.pairs, b.hw2, values, stride, p.L, p.HS);
   product_bf16(out + p.head * p.HS, p.C, b.p, b.lw, b.pairs, b.hw2, p.L, L2, p.HS);  // out_h = Pd V_h
@@ -469,23 +482,7 @@ void backward_pair_bf16(const Pair& p, float* dqkv, const float* dout, float dro
   transpose_words(b.pairs_t, ldl, b.rows, b.hw, p.L, HS2);
   pack_rows(b.a, b.hw, dout_h, p.C, p.L, p.HS, 1.0f);
   product_bf16(ds, ldl, b.a, b.hw, b.pairs_t, ldl, p.L, HS2, p.L);
-  const bool dropping = dropout_p > 0.0f;
-  const uint64_t* keep = dropping ? pair_keep_bits(p, dropout_p, seed, scratch, ldl) : nullptr;
-  const float keep_scale = dropping ? dropout_scale(dropout_p) : 1.0f;
-  for (int64_t i = 0; i < p.L; ++i) {  // the f32 softmax backward of backward_pair
-    float* row = ds + i * ldl;
-    const float* prob = p.probs + i * p.L;
-    if (dropping) {
-      apply_keep_bits(row, row, keep, i * p.L, p.L, keep_scale);
-      apply_keep_bits(pd + i * ldl, prob, keep, i * p.L, p.L, keep_scale);
-    }
-    double dot = 0.0;
-#pragma omp simd reduction(+ : dot)
-    for (int64_t j = 0; j < p.L; ++j) dot += static_cast<double>(row[j]) * prob[j];
-    const float row_dot = static_cast<float>(dot);
-#pragma omp simd
-    for (int64_t j = 0; j < p.L; ++j) row[j] = prob[j] * (row[j] - row_dot) * scale;
-  }
+  const bool dropping = softmax_backward_rows(p, ds, pd, ldl, dropout_p, seed, scratch, scale);
   // dQ = dS K
   pack_rows(b.p, b.lw, ds, ldl, p.L, p.L, 1.0f);
   pack_pairs(b.pairs, b.hw2, keys, stride, p.L, p.HS);
@@ -680,7 +677,9 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
     const int64_t block = attention_probs_offset(seq_offsets, s, NH) + h * L * L;
     Pair problem{qkv + begin * 3 * C, L, C, h, HS, probs + block, offset + static_cast<uint64_t>(block)};
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
-    if (bf16_products) return backward_pair_bf16(problem, dqkv + begin * 3 * C, dout + begin * C, dropout_p, seed, slot);
+    if (bf16_products) {
+      return backward_pair_bf16(problem, dqkv + begin * 3 * C, dout + begin * C, dropout_p, seed, slot);
+    }
 #endif
     backward_pair(problem, dqkv + begin * 3 * C, dout + begin * C, dropout_p, seed, slot);
   });
