@@ -358,14 +358,21 @@ TEST(TrainingGraph, ReuseAcrossBatchSizesMatchesAFreshGraph) {
     } else {
       ASSERT_EQ(InferenceSession::bucket_rows(38), InferenceSession::bucket_rows(37));
     }
-    Tensor reused_gradients = model.parameters.make_arena();
-    TrainingGraph reused(model, reused_gradients, DropoutRates::none());
-    reused.forward_backward(large, 1.0f, 1);
-    std::memset(reused_gradients.raw(), 0, reused_gradients.nbytes());
-    reused.forward_backward(small, 1.0f, 1);
-    Tensor fresh_gradients = model.parameters.make_arena();
-    TrainingGraph fresh(model, fresh_gradients, DropoutRates::none());
-    fresh.forward_backward(small, 1.0f, 1);
-    EXPECT_EQ(scalebert::testing::max_abs_diff(reused_gradients, fresh_gradients), 0.0f) << name;
+    // Both precisions: mixed precision's bf16 copies (and the dense dy^T, whose leading dimension is
+    // the bucket's row count) must keep the same pad-row rules.
+    std::vector<kernels::Precision> precisions = {kernels::Precision::kF32};
+    if (kernels::cpu_has_bf16()) precisions.push_back(kernels::Precision::kBF16);
+    for (kernels::Precision products : precisions) {
+      Tensor reused_gradients = model.parameters.make_arena();
+      TrainingGraph reused(model, reused_gradients, DropoutRates::none(), products);
+      reused.forward_backward(large, 1.0f, 1);
+      std::memset(reused_gradients.raw(), 0, reused_gradients.nbytes());
+      reused.forward_backward(small, 1.0f, 1);
+      Tensor fresh_gradients = model.parameters.make_arena();
+      TrainingGraph fresh(model, fresh_gradients, DropoutRates::none(), products);
+      fresh.forward_backward(small, 1.0f, 1);
+      EXPECT_EQ(scalebert::testing::max_abs_diff(reused_gradients, fresh_gradients), 0.0f)
+          << name << " " << kernels::precision_name(products);
+    }
   }
 }
