@@ -82,7 +82,7 @@ void run(const BenchShape& shape, kernels::Precision precision, int steps, doubl
   Tensor values = model.parameters.values();
   TrainingGraph graph(model, gradients, DropoutRates::from_config(config), precision);
   if (peak_gflops <= 0.0) peak_gflops = graph.products() == kernels::Precision::kBF16 ? 467.0 : 234.0;
-  const std::string precision_name(kernels::precision_name(graph.products()));
+  const std::string products(kernels::precision_name(graph.products()));
   train::OptimizerOptions options;
   train::AdamW optimizer(model.parameters, options);
 
@@ -156,7 +156,7 @@ void run(const BenchShape& shape, kernels::Precision precision, int steps, doubl
                 "\"gemm_limit_fraction\": %.3f, \"planned_mib\": %.1f, \"activation_mib\": %.1f, "
                 "\"max_rss_mib\": %.1f, \"loss\": %.4f, \"cpu_step_s\": %.4f, \"cpu_seq_per_s\": %.2f, "
                 "\"cpu_gemm_limit_fraction\": %.3f}\n",
-                shape.name, precision_name.c_str(), static_cast<long long>(B), static_cast<long long>(T), num_threads(),
+                shape.name, products.c_str(), static_cast<long long>(B), static_cast<long long>(T), num_threads(),
                 seconds.size(), median, seconds.front(), sequences_per_second, step_flops / median / 1e9, limit_seconds / median,
                 planned_mib, static_cast<double>(graph.planned_bytes()) / (1024.0 * 1024.0), max_rss_mib(), last_loss,
                 cpu_median, static_cast<double>(B) / cpu_median, limit_seconds / cpu_median);
@@ -165,7 +165,7 @@ void run(const BenchShape& shape, kernels::Precision precision, int steps, doubl
                 "%.1f GFLOP/s = %.0f%% of the GEMM-only limit (%.0f GFLOP/s peak); memory planned %.0f MiB "
                 "(activations %.0f + 4 parameter arenas %.0f), max RSS %.0f MiB; loss %.4f; by CPU time per thread "
                 "%.3f s = %.2f seq/s = %.0f%% of the limit\n",
-                shape.name, precision_name.c_str(), static_cast<long long>(B), static_cast<long long>(T), num_threads(),
+                shape.name, products.c_str(), static_cast<long long>(B), static_cast<long long>(T), num_threads(),
                 median, seconds.front(), seconds.size(), sequences_per_second, step_flops / median / 1e9,
                 100.0 * limit_seconds / median, peak_gflops, planned_mib,
                 static_cast<double>(graph.planned_bytes()) / (1024.0 * 1024.0), state_bytes / (1024.0 * 1024.0),
@@ -181,7 +181,7 @@ int main(int argc, char** argv) {
   std::string which = "both";
   int steps = 0;
   double peak_gflops = 0.0;  // the precision's measured peak
-  std::string precision_name = "f32";
+  std::string precision_text = "f32";
   bool json = false;
   bool breakdown = false;
   for (int i = 1; i < argc; ++i) {
@@ -198,7 +198,7 @@ int main(int argc, char** argv) {
     } else if (arg == "--steps") {
       steps = std::stoi(value());
     } else if (arg == "--precision") {
-      precision_name = value();
+      precision_text = value();
     } else if (arg == "--threads") {
       set_num_threads(std::stoi(value()));
     } else if (arg == "--peak-gflops") {
@@ -216,7 +216,7 @@ int main(int argc, char** argv) {
   const BenchShape base{"base", 12, 768, 12, 3072, 8, 128};
   const BenchShape small{"small", 4, 256, 4, 1024, 32, 64};
   try {
-    const kernels::Precision precision = kernels::precision_from_name(precision_name);
+    const kernels::Precision precision = kernels::precision_from_name(precision_text);
     if (which == "base" || which == "both") run(base, precision, steps > 0 ? steps : 5, peak_gflops, json, breakdown);
     if (which == "small" || which == "both") {
       run(small, precision, steps > 0 ? steps : 10, peak_gflops, json, breakdown);

@@ -573,8 +573,14 @@ TEST(AttentionBackward, ForwardTrainMatchesInferenceKernelAndReference) {
   }
 }
 
-// Checks one packed configuration against the per-sequence reference, with and without dropout.
-void check_packed_attention_backward(int64_t NH, int64_t HS, const std::vector<int64_t>& lengths, uint32_t seed_rng) {
+// Checks one packed configuration against the per-sequence double reference, with and without
+// dropout: forward P and out, backward dQ, dK and dV each to its own scale (on the kernel's saved
+// probabilities), every dqkv element written, and results bitwise independent of the thread count.
+// f32 products agree to float rounding. bf16 products (mixed precision) round their operands to
+// bf16 (8 significant bits) before each small GEMM, so they agree to ~1% of each output's scale
+// (measured worst: P and out under 0.3%, dQ / dK / dV 0.94%; a mis-packed operand is off by O(1)),
+// and must really differ from the f32 kernels.
+void check_packed_attention(int64_t NH, int64_t HS, const std::vector<int64_t>& lengths, uint32_t seed_rng, bool bf16) {
   std::mt19937 rng(seed_rng);
   const int64_t C = NH * HS;
   const PackedBatch batch = make_batch(lengths);
@@ -582,43 +588,64 @@ void check_packed_attention_backward(int64_t NH, int64_t HS, const std::vector<i
   const Doubles qkv = random_doubles(rng, batch.N * 3 * C), dout = random_doubles(rng, batch.N * C);
   const Floats qkvf = to_floats(qkv), doutf = to_floats(dout);
   const int64_t max_len = max_sequence_length(batch.offsets.data(), S);
+  const double forward_tolerance = bf16 ? 1e-2 : 2e-6, backward_tolerance = bf16 ? 1.5e-2 : 2e-6;
   // Enough slots for the 2-thread run below, whatever the process's thread count.
   Floats scratch(attention_train_scratch_floats(max_len, HS, std::max(num_threads(), 2)));
   const int64_t scratch_floats = static_cast<int64_t>(scratch.size());
   for (float p : {0.0f, 0.3f}) {
+    SCOPED_TRACE(::testing::Message() << "NH=" << NH << " HS=" << HS << " p=" << p << (bf16 ? " bf16" : " f32"));
     const uint64_t seed = 99, offset = 5;  // offset not a multiple of 4: blocks straddle rows
     Floats probs(attention_probs_floats(batch.offsets.data(), S, NH)), out(batch.N * C);
     attention_forward_train(out.data(), probs.data(), qkvf.data(), batch.offsets.data(), S, NH, HS, p, seed, offset,
-                            scratch.data(), scratch_floats);
+                            scratch.data(), scratch_floats, bf16);
+    if (bf16) {
+      Floats probs_f32(probs.size()), out_f32(out.size());
+      attention_forward_train(out_f32.data(), probs_f32.data(), qkvf.data(), batch.offsets.data(), S, NH, HS, p, seed,
+                              offset, scratch.data(), scratch_floats, false);
+      EXPECT_FALSE(bitwise_equal(out, out_f32)) << "the bf16 path rounded nothing";
+    }
     Floats dqkv(batch.N * 3 * C, std::numeric_limits<float>::quiet_NaN());  // must be fully overwritten
     attention_backward(dqkv.data(), doutf.data(), qkvf.data(), probs.data(), batch.offsets.data(), S, NH, HS, p, seed,
-                       offset, scratch.data(), scratch_floats);
+                       offset, scratch.data(), scratch_floats, bf16);
     for (int64_t s = 0; s < S; ++s) {
       const int64_t begin = batch.offsets[s], L = batch.offsets[s + 1] - begin;
       if (L == 0) continue;
+      const std::string sequence = " of sequence " + std::to_string(s);
       const Doubles mask = attention_dropout_multipliers(batch.offsets.data(), s, NH, p, seed, offset);
       const Doubles seq_qkv(qkv.begin() + begin * 3 * C, qkv.begin() + (begin + L) * 3 * C);
       const Doubles seq_dout(dout.begin() + begin * C, dout.begin() + (begin + L) * C);
+      Doubles ref_out(L * C), ref_probs(NH * L * L);
+      ref::attention_forward(ref_out.data(), ref_probs.data(), seq_qkv.data(), mask.data(), L, NH, HS);
       const int64_t at = attention_probs_offset(batch.offsets.data(), s, NH);
-      const Doubles seq_probs(probs.begin() + at, probs.begin() + at + NH * L * L);  // the float probabilities
+      const Floats seq_probs(probs.begin() + at, probs.begin() + at + NH * L * L);
+      const Floats seq_out(out.begin() + begin * C, out.begin() + (begin + L) * C);
+      expect_close_scaled(seq_probs, ref_probs, forward_tolerance, "probs" + sequence);
+      expect_close_scaled(seq_out, ref_out, forward_tolerance, "out" + sequence);
+      const Doubles saved(seq_probs.begin(), seq_probs.end());  // the float probabilities
       Doubles expected(L * 3 * C);
-      ref::attention_backward(expected.data(), seq_dout.data(), seq_qkv.data(), seq_probs.data(),
+      ref::attention_backward(expected.data(), seq_dout.data(), seq_qkv.data(), saved.data(),
                               p > 0 ? mask.data() : nullptr, L, NH, HS);
-      const Floats actual(dqkv.begin() + begin * 3 * C, dqkv.begin() + (begin + L) * 3 * C);
-      expect_close_scaled(actual, expected, 2e-6,
-                          "dqkv of sequence " + std::to_string(s) + " p=" + std::to_string(p));
+      for (int64_t part = 0; part < 3; ++part) {  // dQ, dK, dV
+        Floats actual_part;
+        Doubles expected_part;
+        for (int64_t r = 0; r < L; ++r) {
+          for (int64_t c = part * C; c < (part + 1) * C; ++c) {
+            actual_part.push_back(dqkv[(begin + r) * 3 * C + c]);
+            expected_part.push_back(expected[r * 3 * C + c]);
+          }
+        }
+        static const char* const kParts[] = {"dq", "dk", "dv"};
+        expect_close_scaled(actual_part, expected_part, backward_tolerance, kParts[part] + sequence);
+      }
     }
-    // Bitwise independent of the thread count.
     Floats one(batch.N * 3 * C), two(batch.N * 3 * C);
-    with_threads(1, [&] {
-      attention_backward(one.data(), doutf.data(), qkvf.data(), probs.data(), batch.offsets.data(), S, NH, HS, p, seed,
-                         offset, scratch.data(), scratch_floats);
-    });
-    with_threads(2, [&] {
-      attention_backward(two.data(), doutf.data(), qkvf.data(), probs.data(), batch.offsets.data(), S, NH, HS, p, seed,
-                         offset, scratch.data(), scratch_floats);
-    });
-    EXPECT_TRUE(bitwise_equal(one, two)) << "p=" << p;
+    for (auto [threads, result] : {std::pair<int, Floats*>{1, &one}, {2, &two}}) {
+      with_threads(threads, [&] {
+        attention_backward(result->data(), doutf.data(), qkvf.data(), probs.data(), batch.offsets.data(), S, NH, HS,
+                           p, seed, offset, scratch.data(), scratch_floats, bf16);
+      });
+    }
+    EXPECT_TRUE(bitwise_equal(one, two));
   }
   EXPECT_THROW(attention_backward(scratch.data(), doutf.data(), qkvf.data(), qkvf.data(), batch.offsets.data(), S, NH,
                                   HS, 0.0f, 0, 0, scratch.data(), 10),
@@ -628,88 +655,15 @@ void check_packed_attention_backward(int64_t NH, int64_t HS, const std::vector<i
 TEST(AttentionBackward, PackedMatchesPerSequenceReference) {
   // Awkward sizes (HS 20, empty and one-token sequences), then BERT's HS 64 with a sequence longer
   // than one 64-column register tile.
-  check_packed_attention_backward(3, 20, {7, 1, 0, 20, 33}, 12);
-  check_packed_attention_backward(2, 64, {70, 3, 17}, 13);
-}
-
-// Mixed precision: the bf16-product kernels against the same double references. Their operands are
-// rounded to bf16 (8 significant bits) before each small GEMM, so agreement is to ~1% of each
-// output's scale (measured worst: P and out under 0.3%, dQ / dK / dV 0.94%); a mis-packed operand
-// is off by O(1). Also: every dqkv
-// element written, results independent of the thread count, and really different from f32.
-void check_packed_attention_bf16(int64_t NH, int64_t HS, const std::vector<int64_t>& lengths, uint32_t seed_rng) {
-  std::mt19937 rng(seed_rng);
-  const int64_t C = NH * HS;
-  const PackedBatch batch = make_batch(lengths);
-  const int64_t S = static_cast<int64_t>(batch.offsets.size()) - 1;
-  const Doubles qkv = random_doubles(rng, batch.N * 3 * C), dout = random_doubles(rng, batch.N * C);
-  const Floats qkvf = to_floats(qkv), doutf = to_floats(dout);
-  const int64_t max_len = max_sequence_length(batch.offsets.data(), S);
-  Floats scratch(attention_train_scratch_floats(max_len, HS, std::max(num_threads(), 2)));
-  const int64_t scratch_floats = static_cast<int64_t>(scratch.size());
-  for (float p : {0.0f, 0.3f}) {
-    SCOPED_TRACE(::testing::Message() << "NH=" << NH << " HS=" << HS << " p=" << p);
-    const uint64_t seed = 99, offset = 5;
-    Floats probs(attention_probs_floats(batch.offsets.data(), S, NH)), out(batch.N * C);
-    Floats probs_f32(probs.size()), out_f32(out.size());
-    attention_forward_train(out.data(), probs.data(), qkvf.data(), batch.offsets.data(), S, NH, HS, p, seed, offset,
-                            scratch.data(), scratch_floats, true);
-    attention_forward_train(out_f32.data(), probs_f32.data(), qkvf.data(), batch.offsets.data(), S, NH, HS, p, seed,
-                            offset, scratch.data(), scratch_floats, false);
-    EXPECT_FALSE(bitwise_equal(out, out_f32)) << "the bf16 path rounded nothing";
-    Floats dqkv(batch.N * 3 * C, std::numeric_limits<float>::quiet_NaN());
-    attention_backward(dqkv.data(), doutf.data(), qkvf.data(), probs.data(), batch.offsets.data(), S, NH, HS, p, seed,
-                       offset, scratch.data(), scratch_floats, true);
-    for (int64_t s = 0; s < S; ++s) {
-      const int64_t begin = batch.offsets[s], L = batch.offsets[s + 1] - begin;
-      if (L == 0) continue;
-      const Doubles mask = attention_dropout_multipliers(batch.offsets.data(), s, NH, p, seed, offset);
-      const Doubles seq_qkv(qkv.begin() + begin * 3 * C, qkv.begin() + (begin + L) * 3 * C);
-      const Doubles seq_dout(dout.begin() + begin * C, dout.begin() + (begin + L) * C);
-      Doubles ref_out(L * C), ref_probs(NH * L * L);
-      ref::attention_forward(ref_out.data(), ref_probs.data(), seq_qkv.data(), mask.data(), L, NH, HS);
-      const int64_t at = attention_probs_offset(batch.offsets.data(), s, NH);
-      const Floats seq_probs(probs.begin() + at, probs.begin() + at + NH * L * L);
-      const Floats seq_out(out.begin() + begin * C, out.begin() + (begin + L) * C);
-      expect_close_scaled(seq_probs, ref_probs, 1e-2, "bf16 probs of sequence " + std::to_string(s));
-      expect_close_scaled(seq_out, ref_out, 1e-2, "bf16 out of sequence " + std::to_string(s));
-      // Backward against the reference on the kernel's own saved probabilities.
-      const Doubles saved(seq_probs.begin(), seq_probs.end());
-      Doubles expected(L * 3 * C);
-      ref::attention_backward(expected.data(), seq_dout.data(), seq_qkv.data(), saved.data(),
-                              p > 0 ? mask.data() : nullptr, L, NH, HS);
-      const Floats actual(dqkv.begin() + begin * 3 * C, dqkv.begin() + (begin + L) * 3 * C);
-      for (int64_t part = 0; part < 3; ++part) {  // dQ, dK, dV each to its own scale
-        Floats actual_part;
-        Doubles expected_part;
-        for (int64_t r = 0; r < L; ++r) {
-          for (int64_t c = part * C; c < (part + 1) * C; ++c) {
-            actual_part.push_back(actual[r * 3 * C + c]);
-            expected_part.push_back(expected[r * 3 * C + c]);
-          }
-        }
-        expect_close_scaled(actual_part, expected_part, 1.5e-2,
-                            "bf16 d" + std::string(1, "qkv"[part]) + " of sequence " + std::to_string(s));
-      }
-    }
-    Floats one(batch.N * 3 * C), two(batch.N * 3 * C);
-    with_threads(1, [&] {
-      attention_backward(one.data(), doutf.data(), qkvf.data(), probs.data(), batch.offsets.data(), S, NH, HS, p, seed,
-                         offset, scratch.data(), scratch_floats, true);
-    });
-    with_threads(2, [&] {
-      attention_backward(two.data(), doutf.data(), qkvf.data(), probs.data(), batch.offsets.data(), S, NH, HS, p, seed,
-                         offset, scratch.data(), scratch_floats, true);
-    });
-    EXPECT_TRUE(bitwise_equal(one, two));
-  }
+  check_packed_attention(3, 20, {7, 1, 0, 20, 33}, 12, false);
+  check_packed_attention(2, 64, {70, 3, 17}, 13, false);
 }
 
 TEST(AttentionBackward, Bf16ProductsMatchTheReferenceToBf16Accuracy) {
   if (!attention_bf16_available() || !cpu_has_bf16()) GTEST_SKIP() << "no AVX512_BF16 in this build or CPU";
-  check_packed_attention_bf16(3, 20, {7, 1, 0, 20, 33}, 21);  // odd lengths, HS not a multiple of 32
-  check_packed_attention_bf16(2, 64, {70, 3, 17, 128}, 22);
-  check_packed_attention_bf16(1, 6, {5, 2}, 23);               // HS smaller than a word block
+  check_packed_attention(3, 20, {7, 1, 0, 20, 33}, 21, true);  // odd lengths, HS not a multiple of 32
+  check_packed_attention(2, 64, {70, 3, 17, 128}, 22, true);
+  check_packed_attention(1, 6, {5, 2}, 23, true);               // HS smaller than a word block
 }
 
 // The first-query kernels ([CLS] rows only) against the full attention: forward rows 0 and their

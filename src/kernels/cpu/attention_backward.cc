@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "core/error.h"
 #include "kernels/cpu/attention.h"
@@ -102,6 +103,28 @@ struct Coefficients {
 // Register tiles of 4 rows x 64 columns: per t, 4 row loads of x serve 16 FMAs; the accumulators
 // stay in registers for the whole sweep over t (the output is written once).
 #ifdef __AVX512F__
+// Walks an (R, width) output in register tiles of 4 rows x 64 columns, calling
+// tile(std::integral_constant<int, V>{}, r0, rows, c0, masks) with V the tile's 16-float vectors
+// (fewer at the right edge, masked by `masks`) and `rows` <= 4 valid rows from r0.
+template <typename Tile>
+void for_each_tile(int64_t R, int64_t width, Tile&& tile) {
+  for (int64_t c0 = 0; c0 < width; c0 += kColumnBlock) {
+    const int64_t w = std::min(kColumnBlock, width - c0);
+    const int64_t vectors = (w + simd::kLanes - 1) / simd::kLanes;
+    __mmask16 masks[4];
+    for (int64_t v = 0; v < 4; ++v) masks[v] = simd::tail_mask(std::max<int64_t>(0, w - v * simd::kLanes));
+    for (int64_t r0 = 0; r0 < R; r0 += kRowBlock) {
+      const int64_t rows = std::min(kRowBlock, R - r0);
+      switch (vectors) {
+        case 4: tile(std::integral_constant<int, 4>{}, r0, rows, c0, masks); break;
+        case 3: tile(std::integral_constant<int, 3>{}, r0, rows, c0, masks); break;
+        case 2: tile(std::integral_constant<int, 2>{}, r0, rows, c0, masks); break;
+        default: tile(std::integral_constant<int, 1>{}, r0, rows, c0, masks); break;
+      }
+    }
+  }
+}
+
 template <int V>
 inline void product_tile(float* out, int64_t out_stride, const Coefficients& a, const float* x, int64_t x_stride,
                          int64_t r0, int64_t rows, int64_t T, int64_t c0, const __mmask16 masks[V]) {
@@ -146,21 +169,9 @@ inline void product_tile(float* out, int64_t out_stride, const Coefficients& a, 
 
 void product(float* out, int64_t out_stride, const Coefficients& a, const float* x, int64_t x_stride, int64_t R,
              int64_t T, int64_t width) {
-  for (int64_t c0 = 0; c0 < width; c0 += kColumnBlock) {
-    const int64_t w = std::min(kColumnBlock, width - c0);
-    const int64_t vectors = (w + simd::kLanes - 1) / simd::kLanes;
-    __mmask16 masks[4];
-    for (int64_t v = 0; v < 4; ++v) masks[v] = simd::tail_mask(std::max<int64_t>(0, w - v * simd::kLanes));
-    for (int64_t r0 = 0; r0 < R; r0 += kRowBlock) {
-      const int64_t rows = std::min(kRowBlock, R - r0);
-      switch (vectors) {
-        case 4: product_tile<4>(out, out_stride, a, x, x_stride, r0, rows, T, c0, masks); break;
-        case 3: product_tile<3>(out, out_stride, a, x, x_stride, r0, rows, T, c0, masks); break;
-        case 2: product_tile<2>(out, out_stride, a, x, x_stride, r0, rows, T, c0, masks); break;
-        default: product_tile<1>(out, out_stride, a, x, x_stride, r0, rows, T, c0, masks); break;
-      }
-    }
-  }
+  for_each_tile(R, width, [&](auto vectors, int64_t r0, int64_t rows, int64_t c0, const __mmask16* masks) {
+    product_tile<decltype(vectors)::value>(out, out_stride, a, x, x_stride, r0, rows, T, c0, masks);
+  });
 }
 
 // row: (n) <- exp(row - max(row)) / sum.
@@ -427,21 +438,9 @@ inline void product_tile_bf16(float* out, int64_t out_stride, const uint32_t* a,
 
 void product_bf16(float* out, int64_t out_stride, const uint32_t* a, int64_t a_stride, const uint32_t* x,
                   int64_t x_stride, int64_t R, int64_t T2, int64_t width) {
-  for (int64_t c0 = 0; c0 < width; c0 += kColumnBlock) {
-    const int64_t w = std::min(kColumnBlock, width - c0);
-    const int64_t vectors = (w + simd::kLanes - 1) / simd::kLanes;
-    __mmask16 masks[4];
-    for (int64_t v = 0; v < 4; ++v) masks[v] = simd::tail_mask(std::max<int64_t>(0, w - v * simd::kLanes));
-    for (int64_t r0 = 0; r0 < R; r0 += kRowBlock) {
-      const int64_t rows = std::min(kRowBlock, R - r0);
-      switch (vectors) {
-        case 4: product_tile_bf16<4>(out, out_stride, a, a_stride, x, x_stride, r0, rows, T2, c0, masks); break;
-        case 3: product_tile_bf16<3>(out, out_stride, a, a_stride, x, x_stride, r0, rows, T2, c0, masks); break;
-        case 2: product_tile_bf16<2>(out, out_stride, a, a_stride, x, x_stride, r0, rows, T2, c0, masks); break;
-        default: product_tile_bf16<1>(out, out_stride, a, a_stride, x, x_stride, r0, rows, T2, c0, masks); break;
-      }
-    }
-  }
+  for_each_tile(R, width, [&](auto vectors, int64_t r0, int64_t rows, int64_t c0, const __mmask16* masks) {
+    product_tile_bf16<decltype(vectors)::value>(out, out_stride, a, a_stride, x, x_stride, r0, rows, T2, c0, masks);
+  });
 }
 
 void forward_pair_bf16(const Pair& p, float* probs_out, float* out, float dropout_p, uint64_t seed, float* scratch) {
