@@ -2,9 +2,11 @@
 // 1..64, against an in-process server with dynamic batching and again without, reporting
 // throughput, p50/p99 latency and the mean batch the server ran. Bounded: each point runs for
 // --seconds (and at most --max-requests requests), and the server only listens on 127.0.0.1.
+// First it times the engine alone on the same requests (the server's compute path, one request at
+// a time and max-batch at once): batching saves compute, so that ratio is what it has to work with.
 //
 //   bench_serve --model DIR [--task embeddings|classification] [--seconds 3] [--concurrency 1,8,32,64] [--delay-us 5000]
-//               [--max-batch 32] [--threads 2] [--instances 1] [--texts FILE] [--binary]
+//               [--max-batch 32] [--threads 2] [--instances 1] [--texts FILE] [--binary] [--only batching|no-batch]
 #include <httplib.h>
 
 #include <algorithm>
@@ -21,8 +23,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/threads.h"
+#include "model/inference_session.h"
+#include "serve/model_config.h"
 #include "serve/protocol.h"
 #include "serve/server.h"
+#include "serve/task.h"
 
 namespace {
 
@@ -60,6 +66,8 @@ struct Args {
   int threads = 2;
   int instances = 1;
   bool binary = false;
+  // Which schedulers to measure: both (the default, for the ratio), or one of them (for profiling).
+  bool with_batching = true, without_batching = true;
   // embeddings (mean pooling, every row) or classification (a fine-tuned classifier folder: logits,
   // the last layer on the [CLS] rows only).
   std::string task = "embeddings";
@@ -69,7 +77,7 @@ struct Args {
 [[noreturn]] void usage(const char* problem) {
   std::fprintf(stderr,
                "bench_serve: %s\nusage: bench_serve --model DIR [--task embeddings|classification] [--seconds S] [--max-requests N] "
-               "[--concurrency 1,8,32] [--delay-us US] [--max-batch N] [--threads N] [--instances N] [--texts FILE] [--binary]\n",
+               "[--concurrency 1,8,32] [--delay-us US] [--max-batch N] [--threads N] [--instances N] [--texts FILE] [--binary] [--only batching|no-batch]\n",
                problem);
   std::exit(2);
 }
@@ -90,6 +98,12 @@ Args parse(int argc, char** argv) {
     else if (flag == "--threads") args.threads = std::stoi(value());
     else if (flag == "--instances") args.instances = std::stoi(value());
     else if (flag == "--binary") args.binary = true;
+    else if (flag == "--only") {
+      const std::string mode = value();
+      if (mode != "batching" && mode != "no-batch") usage("--only must be batching or no-batch");
+      args.with_batching = mode == "batching";
+      args.without_batching = mode == "no-batch";
+    }
     else if (flag == "--task") args.task = value();
     else if (flag == "--concurrency") {
       args.concurrency.clear();
@@ -118,14 +132,10 @@ Args parse(int argc, char** argv) {
 // The one output requested: the task's main tensor.
 std::string output_name(const Args& args) { return args.task == "classification" ? "logits" : "embeddings"; }
 
-// A repository with one model, "minilm", batching or not.
-fs::path make_repository(const Args& args, bool batching) {
-  const fs::path root = fs::temp_directory_path() / ("scalebert_bench_serve_" + std::to_string(getpid()));
-  fs::remove_all(root);
-  fs::create_directories(root / "minilm");
-  fs::create_directory_symlink(fs::absolute(args.model), root / "minilm" / "1");
-  std::ofstream config(root / "minilm" / "config.pbtxt");
-  config << "backend: \"scalebert\"\nmax_batch_size: " << args.max_batch << "\n"
+// config.pbtxt of the model "minilm", batching or not.
+std::string config_text(const Args& args, bool batching) {
+  std::ostringstream config;
+  config << "name: \"minilm\"\nbackend: \"scalebert\"\nmax_batch_size: " << args.max_batch << "\n"
          << "input [ { name: \"text\" data_type: TYPE_STRING dims: [ 1 ] } ]\n"
          << "output [ { name: \"" << output_name(args) << "\" data_type: TYPE_FP32 dims: [ -1 ] } ]\n"
          << "instance_group [ { count: " << args.instances << " kind: KIND_CPU } ]\n"
@@ -136,6 +146,16 @@ fs::path make_repository(const Args& args, bool batching) {
            << " default_queue_policy { max_queue_size: 1024 } }\n";
   }
   // Without dynamic_batching: Triton's default scheduler, every request runs alone.
+  return config.str();
+}
+
+// A repository with the one model.
+fs::path make_repository(const Args& args, bool batching) {
+  const fs::path root = fs::temp_directory_path() / ("scalebert_bench_serve_" + std::to_string(getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "minilm");
+  fs::create_directory_symlink(fs::absolute(args.model), root / "minilm" / "1");
+  std::ofstream(root / "minilm" / "config.pbtxt") << config_text(args, batching);
   return root;
 }
 
@@ -145,7 +165,8 @@ struct Point {
   double seconds = 0, p50_ms = 0, p99_ms = 0, mean_batch = 0, batch_compute_ms = 0;
 };
 
-std::string request_body(const Args& args, size_t index, std::optional<size_t>& header_length) {
+// One text, the index-th of the texts (cycling).
+serve::InferRequest text_request(const Args& args, size_t index) {
   serve::InferRequest request;
   serve::WireTensor text;
   text.name = "text";
@@ -155,9 +176,59 @@ std::string request_body(const Args& args, size_t index, std::optional<size_t>& 
   text.binary = args.binary;
   request.inputs.push_back(text);
   request.outputs.push_back({output_name(args), args.binary});
-  serve::EncodedResponse encoded = serve::encode_infer_request(request);
+  return request;
+}
+
+std::string request_body(const Args& args, size_t index, std::optional<size_t>& header_length) {
+  serve::EncodedResponse encoded = serve::encode_infer_request(text_request(args, index));
   header_length = encoded.header_length;
   return encoded.body;
+}
+
+// The engine alone: the server's own compute path (prepare_job, then run_batch on an
+// InferenceSession, as an instance runs it) without HTTP, queue or threads handing requests over,
+// one request at a time and max-batch requests at once, on this thread with the instances' thread
+// count. Its ratio bounds what dynamic batching can give the server: batching saves compute per
+// request, nothing else.
+struct EngineTimes {
+  double single_ms = 0, batched_ms = 0;  // per request
+};
+
+EngineTimes measure_engine(const Args& args) {
+  const serve::ModelConfig config = serve::parse_model_config(config_text(args, true));
+  const std::unique_ptr<serve::TaskModel> task = serve::TaskModel::load(config, args.model);
+  EngineTimes times;
+  {
+    const ScopedNumThreads threads(args.threads);
+    InferenceSession session(task->weights);
+    PackedBatch scratch;
+    std::vector<std::shared_ptr<serve::InferJob>> owned;
+    std::vector<serve::InferJob*> jobs;
+    for (int64_t i = 0; i < args.max_batch; ++i) {
+      owned.push_back(serve::prepare_job(*task, config, text_request(args, static_cast<size_t>(i))));
+      jobs.push_back(owned.back().get());
+    }
+    // Per request, over about a second of runs after a warm-up run of each shape.
+    const auto per_request_ms = [&](int64_t size) {
+      int64_t runs = 0, requests = 0;
+      for (int64_t first = 0; first < args.max_batch; first += size) {
+        serve::run_batch(*task, session, std::span(jobs).subspan(static_cast<size_t>(first), static_cast<size_t>(size)), scratch);
+      }
+      const auto start = Clock::now();
+      while (Clock::now() - start < std::chrono::seconds(1)) {
+        const int64_t first = (runs * size) % args.max_batch;
+        serve::run_batch(*task, session, std::span(jobs).subspan(static_cast<size_t>(first), static_cast<size_t>(size)), scratch);
+        ++runs;
+        requests += size;
+      }
+      return std::chrono::duration<double, std::milli>(Clock::now() - start).count() / static_cast<double>(requests);
+    };
+    times.single_ms = per_request_ms(1);
+    times.batched_ms = per_request_ms(args.max_batch);
+  }
+  // This thread's team is done: its idle workers would stop the servers' teams from spinning.
+  release_thread_pool();
+  return times;
 }
 
 Point run_point(const Args& args, int port, int concurrency) {
@@ -221,8 +292,13 @@ int main(int argc, char** argv) {
               static_cast<long long>(args.delay_us), args.instances, args.threads, args.binary ? "binary" : "JSON");
   std::printf("%-10s %6s %9s %8s %9s %9s %8s %11s %8s\n", "mode", "conc", "requests", "errors", "req/s", "p50 ms",
               "p99 ms", "mean batch", "batch ms");
+  const EngineTimes engine = measure_engine(args);
+  std::printf("# engine alone (the server's compute path, no HTTP): %.3f ms per request one at a time, %.3f ms per "
+              "request in batches of %lld: %.2fx, what batching saves in compute\n",
+              engine.single_ms, engine.batched_ms, static_cast<long long>(args.max_batch), engine.single_ms / engine.batched_ms);
   std::vector<std::pair<bool, std::vector<Point>>> results;
   for (bool batching : {true, false}) {
+    if (!(batching ? args.with_batching : args.without_batching)) continue;
     const fs::path root = make_repository(args, batching);
     serve::ServerOptions options;
     options.model_repository = root;
@@ -262,7 +338,7 @@ int main(int argc, char** argv) {
     fs::remove_all(root);
   }
   // The targets at concurrency 32 (when measured).
-  for (size_t i = 0; i < args.concurrency.size(); ++i) {
+  for (size_t i = 0; results.size() == 2 && i < args.concurrency.size(); ++i) {
     if (args.concurrency[i] != 32) continue;
     const Point& with = results[0].second[i];
     const Point& without = results[1].second[i];

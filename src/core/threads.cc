@@ -14,4 +14,15 @@ void set_num_threads(int threads) {
 
 int num_threads() { return omp_get_max_threads(); }
 
+ScopedNumThreads::ScopedNumThreads(int threads) : saved_(omp_get_max_threads()) { set_num_threads(threads); }
+
+ScopedNumThreads::~ScopedNumThreads() { omp_set_num_threads(saved_); }
+
+void release_thread_pool() {
+  if (omp_in_parallel()) return;
+  // Soft pause: the runtime frees the calling thread's pool (libgomp: gomp_pause_host) and lowers
+  // its count of managed threads; it returns nonzero only when it cannot, which changes nothing.
+  (void)omp_pause_resource_all(omp_pause_soft);
+}
+
 }  // namespace scalebert

@@ -30,7 +30,15 @@ std::shared_ptr<ServedModel> ServedModel::load(const ModelConfig& config, int64_
   std::shared_ptr<ServedModel> model(new ServedModel());
   model->config_ = config;
   model->version_ = version;
-  model->task_ = TaskModel::load(config, directory);
+  {
+    // Loading packs weights with the calling thread's OpenMP team (the server's main, request or
+    // watcher thread); end that team's pool afterwards, or its idle workers would stop the
+    // instances' teams from spinning (see release_thread_pool).
+    struct ReleasePool {
+      ~ReleasePool() { release_thread_pool(); }
+    } release_after_loading;
+    model->task_ = TaskModel::load(config, directory);
+  }
 
   BatcherOptions options;
   options.max_batch_size = config.max_batch_size;
@@ -106,6 +114,9 @@ void ServedModel::instance_loop(int instance) {
 
 InferResponse ServedModel::infer(const InferRequest& request) {
   const auto start = Clock::now();
+  // Request threads (HTTP, gRPC) run small kernels (pooling, normalization, QA softmax) serially:
+  // a team here would start one more worker pool per request thread (see release_thread_pool).
+  const ScopedNumThreads serial(1);
   try {
     std::shared_ptr<InferJob> job = prepare_job(*task_, config_, request);
     const int64_t timeout_us = request.timeout_microseconds > 0 ? request.timeout_microseconds : default_timeout_.count();

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/arena.h"
+#include "core/threads.h"
 #include "kernels/cpu/activations.h"
 #include "kernels/cpu/layernorm.h"
 #include "kernels/cpu/parallel.h"
@@ -305,24 +306,13 @@ dnnl::matmul::primitive_desc single_thread_int8_desc(const PackedLinearInt8& pac
                                  plain_rows(rows, N, N, DataType::s32));
   dnnl::primitive_attr attributes;
   attributes.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  const int saved_threads = omp_get_max_threads();
-  omp_set_num_threads(1);
-  try {
-    dnnl::matmul::primitive_desc result = make_primitive_desc(description, attributes, rows, K, N, "int8");
-    omp_set_num_threads(saved_threads);
-    return result;
-  } catch (...) {
-    omp_set_num_threads(saved_threads);
-    throw;
-  }
+  ScopedNumThreads single(1);
+  return make_primitive_desc(description, attributes, rows, K, N, "int8");
 }
 
 dnnl::matmul single_thread_primitive(const dnnl::matmul::primitive_desc& desc) {
-  const int saved_threads = omp_get_max_threads();
-  omp_set_num_threads(1);
-  dnnl::matmul primitive(desc);
-  omp_set_num_threads(saved_threads);
-  return primitive;
+  ScopedNumThreads single(1);
+  return dnnl::matmul(desc);
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // Internal helper for the CPU kernels: split [0, n) into fixed-size chunks and run them on the
 // OpenMP team (the runtime oneDNN uses too), staying serial when the work is too small to pay for
-// waking the team.
+// waking the team, and on threads set to one kernel thread (no team, no worker pool started).
 #pragma once
 
 #include <omp.h>
@@ -16,7 +16,7 @@ template <typename Body>
 void parallel_chunks(int64_t n, int64_t grain, Body&& body) {
   if (n <= 0) return;
   const int64_t chunks = (n + grain - 1) / grain;
-  if (chunks == 1 || omp_in_parallel()) {
+  if (chunks == 1 || omp_in_parallel() || omp_get_max_threads() == 1) {
     body(int64_t{0}, n);
     return;
   }
