@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -97,6 +98,41 @@ const char* kCsv =
     "\"sales rose \"\"strongly\"\"\",positive\n";
 
 }  // namespace
+
+// `serve` runs again with GOMP_SPINCOUNT=20000 (kServingSpinCount) unless the environment sets the
+// OpenMP wait: OMP_DISPLAY_ENV=verbose makes GNU OpenMP print its settings as each program image starts.
+TEST_F(CliTest, ServeRestartsWithAShortOpenMpSpinUnlessTheEnvironmentSetsOne) {
+  const auto saved = [](const char* name) -> std::optional<std::string> {
+    const char* value = std::getenv(name);
+    return value ? std::optional<std::string>(value) : std::nullopt;
+  };
+  const std::optional<std::string> spin = saved("GOMP_SPINCOUNT"), policy = saved("OMP_WAIT_POLICY");
+  unsetenv("GOMP_SPINCOUNT");
+  unsetenv("OMP_WAIT_POLICY");
+  setenv("OMP_DISPLAY_ENV", "verbose", 1);
+  const auto count = [](const std::string& text, const std::string& needle) {
+    size_t found = 0;
+    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++found;
+    return found;
+  };
+  const Result serve = run("serve --help");
+  const Result info = run("info --help");
+  setenv("GOMP_SPINCOUNT", "1234", 1);
+  const Result chosen = run("serve --help");
+  unsetenv("OMP_DISPLAY_ENV");
+  unsetenv("GOMP_SPINCOUNT");
+  if (spin) setenv("GOMP_SPINCOUNT", spin->c_str(), 1);
+  if (policy) setenv("OMP_WAIT_POLICY", policy->c_str(), 1);
+
+  EXPECT_EQ(serve.code, 0) << serve.err;
+  EXPECT_EQ(serve.out.rfind("usage: scalebert serve", 0), 0u) << serve.out;
+  EXPECT_EQ(count(serve.err, "GOMP_SPINCOUNT = '300000'"), 1u) << serve.err;  // the first image: defaults
+  EXPECT_EQ(count(serve.err, "GOMP_SPINCOUNT = '20000'"), 1u) << serve.err;   // the restarted one
+  EXPECT_EQ(count(info.err, "GOMP_SPINCOUNT = "), 1u) << info.err;            // other commands: no restart
+  EXPECT_EQ(chosen.code, 0);
+  EXPECT_EQ(count(chosen.err, "GOMP_SPINCOUNT = "), 1u) << chosen.err;  // the user's choice stands
+  EXPECT_EQ(count(chosen.err, "GOMP_SPINCOUNT = '1234'"), 1u) << chosen.err;
+}
 
 TEST_F(CliTest, EveryCommandHasHelpAndUsageErrorsExitTwo) {
   for (const char* command : {"info", "tokenize", "embed", "classify", "search"}) {

@@ -11,6 +11,7 @@
 #include "cli/cmd_data.h"
 #include "cli/cmd_train.h"
 #include "cli/common.h"
+#include "core/threads.h"
 
 namespace {
 
@@ -60,6 +61,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string name = argv[1];
+  // The server's kernel threads should stop spinning soon after each batch (see the function).
+  if (name == "serve") scalebert::restart_with_openmp_spin_count(argv, scalebert::kServingSpinCount);
   if (name == "--help" || name == "-h" || name == "help") {
     print_usage(stdout);
     return 0;

@@ -2,6 +2,11 @@
 #include "core/threads.h"
 
 #include <omp.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 
 #include "core/error.h"
 
@@ -23,6 +28,15 @@ void release_thread_pool() {
   // Soft pause: the runtime frees the calling thread's pool (libgomp: gomp_pause_host) and lowers
   // its count of managed threads; it returns nonzero only when it cannot, which changes nothing.
   (void)omp_pause_resource_all(omp_pause_soft);
+}
+
+void restart_with_openmp_spin_count(char** argv, long spins) {
+  if (std::getenv("GOMP_SPINCOUNT") != nullptr || std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  if (setenv("GOMP_SPINCOUNT", std::to_string(spins).c_str(), 0) != 0) return;
+  execv("/proc/self/exe", argv);
+  // Still here: exec failed. Carry on with the runtime's defaults; the variable stays set so that
+  // child processes do not try again.
+  std::perror("note: could not restart with GOMP_SPINCOUNT set (running with OpenMP's default wait)");
 }
 
 }  // namespace scalebert
