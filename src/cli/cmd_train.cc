@@ -11,6 +11,7 @@
 
 #include "cli/args.h"
 #include "cli/progress.h"
+#include "dist/communicator.h"
 #include "train/trainer.h"
 
 namespace scalebert::cli {
@@ -174,7 +175,9 @@ int run_train_command(const std::vector<std::string>& args) {
   }
   train::TrainConfig config = train::TrainConfig::from_json(json, source);
 
-  const bool quiet = parser.given("quiet");
+  // Under mpirun every rank runs this; rank 0 alone speaks for the run.
+  const bool primary = dist::Communicator::world().primary();
+  const bool quiet = parser.given("quiet") || !primary;
   TrainProgress progress(parser.given("progress") && !quiet);
   train::TrainerCallbacks callbacks;
   if (!quiet) {
@@ -204,6 +207,7 @@ int run_train_command(const std::vector<std::string>& args) {
   train::Trainer trainer(config, callbacks);
   const train::TrainResult result = trainer.run();
   progress.break_line();
+  if (!primary) return !result.completed && train::stop_requested() ? 130 : 0;
 
   std::printf("steps: %lld/%lld%s\n", static_cast<long long>(result.global_step),
               static_cast<long long>(result.total_steps),

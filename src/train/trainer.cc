@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "core/threads.h"
+#include "dist/communicator.h"
 #include "io/file_util.h"
 #include "io/store/store.h"
 #include "kernels/cpu/loss.h"
@@ -233,7 +234,10 @@ struct Trainer::Impl {
 
   int64_t accumulation = 1;
   int64_t total_steps = 0;
-  int64_t total_micro_batches = -1;  // -1: every step takes `accumulation` (max_steps mode)
+  // Micro-batches of the global stream (all ranks); -1: every step takes micro_batches_per_step()
+  // (max_steps mode).
+  int64_t total_micro_batches = -1;
+  int64_t micro_batches_per_step() const { return accumulation * world.size(); }
   TrainerState state;
 
   std::unique_ptr<store::CheckpointStore> checkpoint_store;  // null without store_roots
@@ -243,13 +247,20 @@ struct Trainer::Impl {
   std::unique_ptr<TensorBoardWriter> tensorboard;
   std::atomic<bool> stop{false};
 
-  Impl(const TrainConfig& c, TrainerCallbacks& cb) : config(c), callbacks(cb), output_dir(c.output_dir) {}
+  // Data parallelism (under mpirun): every rank holds the whole model and optimizer state and runs
+  // the same global stream of micro-batches, taking every world-th one; the gradients are summed
+  // over the ranks before each optimizer step, so every rank applies the same update. Rank 0
+  // alone writes logs and checkpoints and prints messages.
+  const dist::Communicator& world;
+
+  Impl(const TrainConfig& c, TrainerCallbacks& cb)
+      : config(c), callbacks(cb), output_dir(c.output_dir), world(dist::Communicator::world()) {}
   ~Impl() {
     if (metrics_file != nullptr) std::fclose(metrics_file);
   }
 
   void message(const std::string& text) const {
-    if (callbacks.on_message) callbacks.on_message(text);
+    if (callbacks.on_message && world.primary()) callbacks.on_message(text);
   }
 
   // --- setup -----------------------------------------------------------------------------------
@@ -504,14 +515,14 @@ void Trainer::Impl::plan_steps() {
       micro += static_cast<int64_t>(std::ceil(fraction * static_cast<double>(batcher->batches_in_epoch(whole))));
     }
     total_micro_batches = micro;
-    total_steps = (micro + accumulation - 1) / accumulation;
+    total_steps = (micro + micro_batches_per_step() - 1) / micro_batches_per_step();
   }
   check(total_steps > 0, "the run has no optimizer steps (epochs ", config.epochs, ", max_steps ", config.max_steps,
         ")");
 
   // Peak learning rate from the batch scaling rule; batches count sequences, or tokens with a budget only.
   const int64_t micro_batch = config.batch_size > 0 ? config.batch_size : config.max_tokens;
-  const int64_t global_batch = micro_batch * accumulation;  // x world size once training is distributed
+  const int64_t global_batch = micro_batch * micro_batches_per_step();
   const int64_t base_batch = config.base_batch_size > 0 ? config.base_batch_size : global_batch;
   const LrScaling rule = parse_lr_scaling(config.scale_lr);
   ScheduleOptions options;
@@ -534,7 +545,8 @@ void Trainer::Impl::plan_steps() {
   optimizer_options.weight_decay = config.weight_decay;
   optimizer = make_optimizer(parse_optimizer_kind(config.optimizer), model->parameters, optimizer_options);
 
-  message(str_cat(total_steps, " optimizer steps of ", accumulation, " x ",
+  message(str_cat(total_steps, " optimizer steps of ", world.distributed() ? str_cat(world.size(), " ranks x ") : "",
+                  accumulation, " x ",
                   config.batch_size > 0 ? str_cat(config.batch_size, " sequences") : "",
                   config.batch_size > 0 && config.max_tokens > 0 ? " / " : "",
                   config.max_tokens > 0 ? str_cat(config.max_tokens, " tokens") : "", "; ", config.optimizer,
@@ -707,6 +719,7 @@ void Trainer::Impl::open_logs(int64_t resumed_step) {
 }
 
 void Trainer::Impl::log_line(const Json& line) {
+  if (!world.primary()) return;  // rank 0 logs for the run
   const std::string text = line.dump() + "\n";
   check<IoError>(std::fwrite(text.data(), 1, text.size(), metrics_file) == text.size() &&
                      std::fflush(metrics_file) == 0,
@@ -995,6 +1008,7 @@ void Trainer::Impl::save(const std::string& name, bool with_optimizer) {
                      value->value),
              state.global_step);
   }
+  if (!world.primary()) return;  // the ranks' parameters are the same: rank 0 writes them
   CheckpointWriter writer(output_dir / name);
   write_model_folder(writer.path(), *model, labels, config.model);
   write_trainer_state(writer.path(), state);
@@ -1091,17 +1105,23 @@ TrainResult Trainer::Impl::run() {
                                       "(--overwrite-output-dir)"));
       }
     }
-    for (const char* stale : {"checkpoint-last", "checkpoint-best", "tensorboard"}) fs::remove_all(output_dir / stale);
+    // Every rank has decided (each read the same folder) before rank 0 clears it.
+    world.barrier();
+    if (world.primary()) {
+      for (const char* stale : {"checkpoint-last", "checkpoint-best", "tensorboard"}) fs::remove_all(output_dir / stale);
+    }
   }
-  write_file_atomic(output_dir / "train_config.json", config.to_json().dump(2) + "\n");
-  open_logs(resumed_step);
+  if (world.primary()) {
+    write_file_atomic(output_dir / "train_config.json", config.to_json().dump(2) + "\n");
+    open_logs(resumed_step);
+  }
 
   TrainResult result;
   result.total_steps = total_steps;
   result.resumed_from_step = resumed_step;
   const int64_t first_step = state.global_step;
   const auto start_time = Clock::now();
-  int64_t tokens_this_process = 0;
+  int64_t tokens_this_run = 0;
   double interval_loss = 0.0;
   int64_t interval_steps = 0, interval_tokens = 0;
   auto interval_start = start_time;
@@ -1133,33 +1153,47 @@ TrainResult Trainer::Impl::run() {
   };
 
   while (state.global_step < total_steps) {
-    if (stop.load() || stop_requested()) {
+    // One rank's stop request (a signal, request_stop) stops every rank before the same step.
+    if (world.any(stop.load() || stop_requested())) {
       stopped = true;
       break;
     }
     const int64_t step = state.global_step;  // 0-based index of this optimizer step
-    int64_t micro = accumulation;
+    // Micro-batches m = 0..micro-1 of the global stream make this step; rank r runs those with
+    // m % world == r. Each one's loss is scaled by 1 / micro and the ranks' gradients are summed,
+    // so the step is the one a single process with world x accumulation micro-batches takes (same
+    // batches, same dropout keys).
+    int64_t micro = micro_batches_per_step();
     if (total_micro_batches >= 0) micro = std::min(micro, total_micro_batches - state.micro_batches);
     zero_arena(gradients);
-    double step_loss = 0.0;
-    int64_t step_tokens = 0;
+    double step_sums[2] = {0.0, 0.0};  // loss of this rank's micro-batches, their tokens
+    bool finite_losses = true;
     for (int64_t m = 0; m < micro; ++m) {
       const std::vector<int64_t> indices = batcher->next();
       const int64_t epoch = batcher->state().epoch;
+      state.data = batcher->state();
+      state.epoch = static_cast<double>(state.data.epoch) +
+                    static_cast<double>(state.data.position) / static_cast<double>(train_examples.size());
+      if (m % world.size() != world.rank()) continue;
       const TrainingBatch batch = make_batch(train_examples, indices, epoch, false);
       const uint64_t dropout_seed =
           data::derive_key(config.seed, {0xD809ull, static_cast<uint64_t>(step), static_cast<uint64_t>(m)});
       const StepLoss loss = graph->forward_backward(batch, 1.0f / static_cast<float>(micro), dropout_seed);
-      state.data = batcher->state();
-      state.epoch = static_cast<double>(state.data.epoch) +
-                    static_cast<double>(state.data.position) / static_cast<double>(train_examples.size());
       if (!std::isfinite(loss.loss)) {
-        diverged(str_cat("the loss of micro-batch ", m, " is ", loss.loss), step + 1);
+        // Alone, stop at once; distributed, every rank must get past the all-reduce below first.
+        if (!world.distributed()) diverged(str_cat("the loss of micro-batch ", m, " is ", loss.loss), step + 1);
+        finite_losses = false;
       }
-      step_loss += loss.loss;
-      step_tokens += batch.tokens.tokens();
+      step_sums[0] += loss.loss;
+      step_sums[1] += static_cast<double>(batch.tokens.tokens());
     }
-    step_loss /= static_cast<double>(micro);
+    if (world.distributed()) {
+      world.all_reduce_sum(gradients.data<float>(), gradients.numel());
+      world.all_reduce_sum(step_sums, 2);
+      if (world.any(!finite_losses)) diverged(str_cat("a micro-batch's loss is not finite (on some rank)"), step + 1);
+    }
+    const double step_loss = step_sums[0] / static_cast<double>(micro);
+    const auto step_tokens = static_cast<int64_t>(step_sums[1]);
     state.micro_batches += micro;
 
     double grad_norm = 0.0;
@@ -1181,7 +1215,7 @@ TrainResult Trainer::Impl::run() {
     optimizer->step(model->parameters.values(), gradients, learning_rate, grad_scale);
     state.global_step = step + 1;
     state.tokens_seen += step_tokens;
-    tokens_this_process += step_tokens;
+    tokens_this_run += step_tokens;
     result.step_losses.push_back(step_loss);
 
     const double seconds = elapsed();
@@ -1194,7 +1228,7 @@ TrainResult Trainer::Impl::run() {
       report.learning_rate = learning_rate;
       report.grad_norm = grad_norm;
       report.tokens = step_tokens;
-      report.tokens_per_second = seconds > 0 ? static_cast<double>(tokens_this_process) / seconds : 0.0;
+      report.tokens_per_second = seconds > 0 ? static_cast<double>(tokens_this_run) / seconds : 0.0;
       report.epoch = state.epoch;
       report.elapsed_seconds = seconds;
       callbacks.on_step(report);

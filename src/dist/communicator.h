@@ -1,0 +1,50 @@
+// The processes of one data-parallel training run and the collectives the trainer needs.
+//
+// Launched by `mpirun` (OpenMPI sets OMPI_COMM_WORLD_SIZE and OMPI_COMM_WORLD_RANK), the world is
+// MPI_COMM_WORLD: one process per rank, each with its own OpenMP team. Launched any other way it
+// is a world of one, where every collective returns its input and MPI is never initialized, so the
+// single-process path costs nothing and needs no MPI runtime.
+#pragma once
+
+#include <cstdint>
+
+namespace scalebert::dist {
+
+class Communicator {
+ public:
+  // The process's world, set up on first use (MPI_Init_thread, funneled: only the calling thread
+  // communicates) and finalized at exit. Throws Error when launched by mpirun with more than one
+  // rank in a build without MPI.
+  static Communicator& world();
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  bool distributed() const { return size_ > 1; }
+  bool primary() const { return rank_ == 0; }
+
+  // In-place element-wise sums over every rank; every rank gets the same result. Sums of floats are
+  // done by MPI in the order it chooses, which is the same on every rank (one reduction result,
+  // broadcast), so the ranks' copies never drift apart.
+  void all_reduce_sum(float* values, int64_t count) const;
+  void all_reduce_sum(double* values, int64_t count) const;
+  // Whether `flag` holds on any rank (a stop request seen by one rank stops all at the same step).
+  bool any(bool flag) const;
+  // Rank `root`'s bytes to every rank.
+  void broadcast(void* bytes, int64_t count, int root) const;
+  void barrier() const;
+
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+ private:
+  Communicator();
+  ~Communicator();
+  int rank_ = 0;
+  int size_ = 1;
+  bool mpi_ = false;  // whether this process initialized MPI (and finalizes it)
+};
+
+// Whether this build can run distributed (it was built with MPI).
+bool mpi_available();
+
+}  // namespace scalebert::dist
