@@ -1123,6 +1123,7 @@ TrainResult Trainer::Impl::run() {
   const auto start_time = Clock::now();
   int64_t tokens_this_run = 0;
   double interval_loss = 0.0;
+  double interval_communication = 0.0;  // seconds in the gradient all-reduce (distributed runs)
   int64_t interval_steps = 0, interval_tokens = 0;
   auto interval_start = start_time;
   std::optional<EvalResult> last_eval;
@@ -1188,8 +1189,10 @@ TrainResult Trainer::Impl::run() {
       step_sums[1] += static_cast<double>(batch.tokens.tokens());
     }
     if (world.distributed()) {
+      const auto reduce_start = Clock::now();
       world.all_reduce_sum(gradients.data<float>(), gradients.numel());
       world.all_reduce_sum(step_sums, 2);
+      interval_communication += std::chrono::duration<double>(Clock::now() - reduce_start).count();
       if (world.any(!finite_losses)) diverged(str_cat("a micro-batch's loss is not finite (on some rank)"), step + 1);
     }
     const double step_loss = step_sums[0] / static_cast<double>(micro);
@@ -1243,15 +1246,21 @@ TrainResult Trainer::Impl::run() {
       const double mean_loss = interval_loss / static_cast<double>(interval_steps);
       const double tokens_per_second =
           interval_seconds > 0 ? static_cast<double>(interval_tokens) / interval_seconds : 0.0;
-      log_line({{"type", "train"},
-                {"step", state.global_step},
-                {"epoch", state.epoch},
-                {"loss", mean_loss},
-                {"learning_rate", learning_rate},
-                {"grad_norm", grad_norm},
-                {"tokens_per_second", tokens_per_second},
-                {"tokens_seen", state.tokens_seen},
-                {"elapsed_seconds", seconds}});
+      Json line = {{"type", "train"},
+                   {"step", state.global_step},
+                   {"epoch", state.epoch},
+                   {"loss", mean_loss},
+                   {"learning_rate", learning_rate},
+                   {"grad_norm", grad_norm},
+                   {"tokens_per_second", tokens_per_second},
+                   {"tokens_seen", state.tokens_seen},
+                   {"elapsed_seconds", seconds}};
+      if (world.distributed()) {
+        line["ranks"] = world.size();
+        // Waiting included: a rank that finished its micro-batches first waits here for the others.
+        line["all_reduce_seconds"] = interval_communication;
+      }
+      log_line(line);
       if (tensorboard) {
         tensorboard->add_scalar("train/loss", mean_loss, state.global_step);
         tensorboard->add_scalar("train/learning_rate", learning_rate, state.global_step);
@@ -1261,6 +1270,7 @@ TrainResult Trainer::Impl::run() {
         tensorboard->flush();
       }
       interval_loss = 0.0;
+      interval_communication = 0.0;
       interval_tokens = interval_steps = 0;
       interval_start = Clock::now();
     }
