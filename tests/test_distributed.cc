@@ -4,7 +4,8 @@
 //    same micro-batches in the same steps, the same dropout keys; only the order of float sums in
 //    the gradient all-reduce differs): per-step losses and gradient norms, evaluation metrics and
 //    every parameter of the last checkpoint agree to float rounding;
-//  - rank 0 alone writes the logs and checkpoints;
+//  - rank 0 alone writes the logs and checkpoints; the word embeddings' gradient is summed by its
+//    used rows only (dist/gradient_all_reduce.h), with the same result;
 //  - a checkpoint of two ranks resumes in one process and ends where the one-process run ends.
 // Skips, saying why, where mpirun or the fixtures are absent or the build has no MPI.
 #include <gtest/gtest.h>
@@ -147,6 +148,26 @@ TEST_F(DistributedTraining, TwoRanksTakeTheStepsOfOneProcessWithTwiceTheAccumula
     }
   }
   expect_same_parameters(dir_ / "single" / "checkpoint-last", dir_ / "two" / "checkpoint-last", kTolerance);
+
+  // The word embeddings' gradient went into the sums by its used rows only: each log line's
+  // all_reduce_mb lies between the other parameters' share and the whole arena's, per step.
+  const SafetensorsFile saved = SafetensorsFile::open(dir_ / "two" / "checkpoint-last" / "model.safetensors");
+  int64_t total = 0, word = 0;
+  for (const std::string& name : saved.sorted_names()) {
+    total += saved.tensor(name).numel();
+    if (name.find("word_embeddings") != std::string::npos) word = saved.tensor(name).numel();
+  }
+  ASSERT_GT(word, 0);
+  int64_t previous_step = 0;
+  for (const Json& line : two) {
+    if (line["type"] != "train") continue;
+    const auto steps = static_cast<double>(line["step"].get<int64_t>() - previous_step);
+    previous_step = line["step"].get<int64_t>();
+    EXPECT_EQ(line["ranks"], 2);
+    const double megabytes = line["all_reduce_mb"].get<double>();
+    EXPECT_LT(megabytes, steps * static_cast<double>(total) * 4e-6) << line.dump();
+    EXPECT_GE(megabytes, steps * static_cast<double>(total - word) * 4e-6) << line.dump();
+  }
 }
 
 TEST_F(DistributedTraining, ACheckpointOfTwoRanksResumesInOneProcess) {

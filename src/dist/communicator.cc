@@ -38,10 +38,10 @@ void check_mpi(int code, const char* what) {
 }
 
 template <typename T>
-void all_reduce_chunks(T* values, int64_t count, MPI_Datatype type) {
+void all_reduce_chunks(T* values, int64_t count, MPI_Datatype type, MPI_Op op) {
   for (int64_t begin = 0; begin < count; begin += kMaxChunk) {
     const int chunk = static_cast<int>(std::min(kMaxChunk, count - begin));
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, values + begin, chunk, type, MPI_SUM, MPI_COMM_WORLD), "all-reduce");
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, values + begin, chunk, type, op, MPI_COMM_WORLD), "all-reduce");
   }
 }
 #endif
@@ -91,14 +91,21 @@ Communicator::~Communicator() {
 void Communicator::all_reduce_sum(float* values, int64_t count) const {
   if (size_ == 1 || count == 0) return;
 #ifdef SCALEBERT_WITH_MPI
-  all_reduce_chunks(values, count, MPI_FLOAT);
+  all_reduce_chunks(values, count, MPI_FLOAT, MPI_SUM);
 #endif
 }
 
 void Communicator::all_reduce_sum(double* values, int64_t count) const {
   if (size_ == 1 || count == 0) return;
 #ifdef SCALEBERT_WITH_MPI
-  all_reduce_chunks(values, count, MPI_DOUBLE);
+  all_reduce_chunks(values, count, MPI_DOUBLE, MPI_SUM);
+#endif
+}
+
+void Communicator::all_reduce_max(uint8_t* values, int64_t count) const {
+  if (size_ == 1 || count == 0) return;
+#ifdef SCALEBERT_WITH_MPI
+  all_reduce_chunks(values, count, MPI_UINT8_T, MPI_MAX);
 #endif
 }
 

@@ -27,6 +27,8 @@ class Communicator {
   // broadcast), so the ranks' copies never drift apart.
   void all_reduce_sum(float* values, int64_t count) const;
   void all_reduce_sum(double* values, int64_t count) const;
+  // In-place element-wise maximum over every rank (flags: 1 on any rank makes 1 everywhere).
+  void all_reduce_max(uint8_t* values, int64_t count) const;
   // Whether `flag` holds on any rank (a stop request seen by one rank stops all at the same step).
   bool any(bool flag) const;
   // Rank `root`'s bytes to every rank.

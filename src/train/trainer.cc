@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "core/threads.h"
 #include "dist/communicator.h"
+#include "dist/gradient_all_reduce.h"
 #include "io/file_util.h"
 #include "io/store/store.h"
 #include "kernels/cpu/loss.h"
@@ -1124,6 +1125,14 @@ TrainResult Trainer::Impl::run() {
   int64_t tokens_this_run = 0;
   double interval_loss = 0.0;
   double interval_communication = 0.0;  // seconds in the gradient all-reduce (distributed runs)
+  int64_t interval_reduced = 0;         // floats this rank put into it
+  // The word embeddings' gradient is row-sparse: only the rows of the step's tokens are summed.
+  std::vector<dist::RowSparseRegion> sparse_tables;
+  if (model->parameters.contains("embeddings.word_embeddings.weight")) {
+    const ParameterEntry& word = model->parameters.entry("embeddings.word_embeddings.weight");
+    sparse_tables.push_back({word.offset, word.shape[0], word.shape[1]});
+  }
+  dist::GradientAllReduce reduce_gradients(world, gradients.numel(), sparse_tables);
   int64_t interval_steps = 0, interval_tokens = 0;
   auto interval_start = start_time;
   std::optional<EvalResult> last_eval;
@@ -1190,7 +1199,7 @@ TrainResult Trainer::Impl::run() {
     }
     if (world.distributed()) {
       const auto reduce_start = Clock::now();
-      world.all_reduce_sum(gradients.data<float>(), gradients.numel());
+      interval_reduced += reduce_gradients.run(gradients.data<float>());
       world.all_reduce_sum(step_sums, 2);
       interval_communication += std::chrono::duration<double>(Clock::now() - reduce_start).count();
       if (world.any(!finite_losses)) diverged(str_cat("a micro-batch's loss is not finite (on some rank)"), step + 1);
@@ -1259,6 +1268,7 @@ TrainResult Trainer::Impl::run() {
         line["ranks"] = world.size();
         // Waiting included: a rank that finished its micro-batches first waits here for the others.
         line["all_reduce_seconds"] = interval_communication;
+        line["all_reduce_mb"] = static_cast<double>(interval_reduced) * sizeof(float) / 1e6;
       }
       log_line(line);
       if (tensorboard) {
@@ -1271,6 +1281,7 @@ TrainResult Trainer::Impl::run() {
       }
       interval_loss = 0.0;
       interval_communication = 0.0;
+      interval_reduced = 0;
       interval_tokens = interval_steps = 0;
       interval_start = Clock::now();
     }
