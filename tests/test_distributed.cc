@@ -6,18 +6,23 @@
 //    every parameter of the last checkpoint agree to float rounding;
 //  - rank 0 alone writes the logs and checkpoints; the word embeddings' gradient is summed by its
 //    used rows only (dist/gradient_all_reduce.h), with the same result;
-//  - a checkpoint of two ranks resumes in one process and ends where the one-process run ends.
+//  - a checkpoint of two ranks resumes in one process and ends where the one-process run ends;
+//  - SIGTERM to mpirun stops every rank at the same step, rank 0 saves, one process resumes.
 // Skips, saying why, where mpirun or the fixtures are absent or the build has no MPI.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -176,6 +181,71 @@ TEST_F(DistributedTraining, ACheckpointOfTwoRanksResumesInOneProcess) {
   ASSERT_EQ(train("resumed", 0, 2, "--resume auto"), 0) << log("resumed");
   EXPECT_NE(log("resumed").find("steps: 16/16 (resumed at 6)"), std::string::npos) << log("resumed");
   expect_same_parameters(dir_ / "single" / "checkpoint-last", dir_ / "resumed" / "checkpoint-last", kTolerance);
+}
+
+// SIGTERM to mpirun (which passes it to the ranks): the ranks agree to stop before the same step,
+// rank 0 saves checkpoint-last at the last step logged, and one process resumes from it.
+TEST_F(DistributedTraining, SigtermToMpirunStopsEveryRankAtOneStepAndRankZeroSaves) {
+  const fs::path output = dir_ / "stopped";
+  const std::string arguments =
+      " train --quiet --model " + fixture_path("tiny-bert-cls").string() +
+      " --task classification --labels Bearish,Bullish,Neutral --text-column text --label-column sentiment" +
+      " --train-file " + (dir_ / "train.csv").string() +
+      " --max-length 40 --batch-size 4 --schedule constant --logging-steps 1 --threads 1 --output-dir " +
+      output.string();
+  const std::string command =
+      "exec mpirun --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism none -np 2 " +
+      binary().string() + arguments + " --max-steps 1000000 > " + (dir_ / "stopped.log").string() + " 2>&1";
+  const pid_t launcher = fork();
+  ASSERT_GE(launcher, 0);
+  if (launcher == 0) {
+    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    std::_Exit(127);
+  }
+  // Three steps logged (complete lines only), then SIGTERM.
+  const fs::path metrics = output / "metrics.jsonl";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  size_t logged = 0;
+  while (logged < 3 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (!fs::exists(metrics)) continue;
+    std::ifstream in(metrics);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    logged = static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
+  }
+  kill(launcher, SIGTERM);
+  int status = 0;
+  pid_t waited = 0;
+  const auto exit_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while ((waited = waitpid(launcher, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() < exit_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (waited == 0) {
+    kill(launcher, SIGKILL);
+    waitpid(launcher, &status, 0);
+    FAIL() << "mpirun did not exit within 60 s of SIGTERM\n" << log("stopped");
+  }
+  ASSERT_GE(logged, 3u) << log("stopped");
+  EXPECT_NE(log("stopped").find("interrupted; resume with --resume auto"), std::string::npos) << log("stopped");
+
+  const std::vector<Json> lines = read_lines(metrics);
+  ASSERT_FALSE(lines.empty());
+  const int64_t last_logged = lines.back()["step"].get<int64_t>();
+  std::ifstream state_file(output / "checkpoint-last" / "trainer_state.json");
+  ASSERT_TRUE(state_file) << "rank 0 saved no checkpoint-last\n" << log("stopped");
+  const Json state = Json::parse(state_file);
+  EXPECT_EQ(state["global_step"].get<int64_t>(), last_logged);
+
+  // One process, accumulation 2 (the same global batch), two more steps.
+  const std::string resumed = dir_ / "resumed.log";
+  ASSERT_EQ(run_command(binary().string() + arguments + " --gradient-accumulation-steps 2 --resume auto --max-steps " +
+                        std::to_string(last_logged + 2) + " > " + resumed + " 2>&1"),
+            0)
+      << log("resumed");
+  EXPECT_NE(log("resumed").find("steps: " + std::to_string(last_logged + 2) + "/" + std::to_string(last_logged + 2) +
+                                " (resumed at " + std::to_string(last_logged) + ")"),
+            std::string::npos)
+      << log("resumed");
 }
 
 TEST(Communicator, AloneIsAWorldOfOneWhoseCollectivesReturnTheirInput) {
