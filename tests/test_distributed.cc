@@ -47,6 +47,13 @@ int run_command(const std::string& command) {
 
 bool mpirun_available() { return run_command("command -v mpirun > /dev/null 2>&1") == 0; }
 
+// "mpirun ... -np <ranks> " as the tests launch it: as root too, more ranks than cores allowed, and
+// without vader's single-copy mechanism, which needs ptrace rights that containers often withhold.
+std::string mpirun_prefix(int ranks) {
+  return "mpirun --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism none -np " +
+         std::to_string(ranks) + " ";
+}
+
 std::vector<Json> read_lines(const fs::path& path) {
   std::ifstream in(path);
   std::vector<Json> lines;
@@ -76,12 +83,7 @@ class DistributedTraining : public ::testing::Test {
 
   // `scalebert train` on the tweets into dir_/<output>, under `mpirun -np ranks` when ranks > 0.
   int train(const std::string& output, int ranks, int accumulation, const std::string& extra = "") {
-    std::string command;
-    if (ranks > 0) {
-      // vader's single-copy mechanism needs ptrace rights that containers often withhold.
-      command = "mpirun --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism none -np " +
-                std::to_string(ranks) + " ";
-    }
+    std::string command = ranks > 0 ? mpirun_prefix(ranks) : "";
     command += binary().string() + " train --quiet --model " + fixture_path("tiny-bert-cls").string() +
                " --task classification --labels Bearish,Bullish,Neutral --text-column text --label-column sentiment" +
                " --train-file " + (dir_ / "train.csv").string() + " --eval-file " + (dir_ / "eval.csv").string() +
@@ -194,8 +196,7 @@ TEST_F(DistributedTraining, SigtermToMpirunStopsEveryRankAtOneStepAndRankZeroSav
       " --max-length 40 --batch-size 4 --schedule constant --logging-steps 1 --threads 1 --output-dir " +
       output.string();
   const std::string command =
-      "exec mpirun --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism none -np 2 " +
-      binary().string() + arguments + " --max-steps 1000000 > " + (dir_ / "stopped.log").string() + " 2>&1";
+      "exec " + mpirun_prefix(2) + binary().string() + arguments + " --max-steps 1000000 > " + (dir_ / "stopped.log").string() + " 2>&1";
   const pid_t launcher = fork();
   ASSERT_GE(launcher, 0);
   if (launcher == 0) {
