@@ -7,6 +7,8 @@
 //  - rank 0 alone writes the logs and checkpoints; the word embeddings' gradient is summed by its
 //    used rows only (dist/gradient_all_reduce.h), with the same result;
 //  - a checkpoint of two ranks resumes in one process and ends where the one-process run ends;
+//  - the distributed optimizer (sharded state) takes the same steps, with AdamW and LAMB, and its
+//    checkpoints resume on two ranks and in one process;
 //  - SIGTERM to mpirun stops every rank at the same step, rank 0 saves, one process resumes.
 // Skips, saying why, where mpirun or the fixtures are absent or the build has no MPI.
 #include <gtest/gtest.h>
@@ -183,6 +185,49 @@ TEST_F(DistributedTraining, ACheckpointOfTwoRanksResumesInOneProcess) {
   ASSERT_EQ(train("resumed", 0, 2, "--resume auto"), 0) << log("resumed");
   EXPECT_NE(log("resumed").find("steps: 16/16 (resumed at 6)"), std::string::npos) << log("resumed");
   expect_same_parameters(dir_ / "single" / "checkpoint-last", dir_ / "resumed" / "checkpoint-last", kTolerance);
+}
+
+// The distributed optimizer (each rank updates its slice; LAMB's per-tensor norms summed over the
+// slices) takes the same steps too. Its reduce-scatter is dense: each log line's all_reduce_mb is
+// the whole arena per step, which tells it ran.
+TEST_F(DistributedTraining, TheDistributedOptimizerTakesTheSameStepsWithLamb) {
+  ASSERT_EQ(train("single", 0, 2, "--optimizer lamb"), 0) << log("single");
+  ASSERT_EQ(train("sharded", 2, 1, "--optimizer lamb --distributed-optimizer"), 0) << log("sharded");
+  const std::vector<Json> single = read_lines(dir_ / "single" / "metrics.jsonl");
+  const std::vector<Json> sharded = read_lines(dir_ / "sharded" / "metrics.jsonl");
+  ASSERT_EQ(single.size(), sharded.size());
+  const SafetensorsFile saved = SafetensorsFile::open(dir_ / "single" / "checkpoint-last" / "model.safetensors");
+  int64_t total = 0;
+  for (const std::string& name : saved.sorted_names()) total += saved.tensor(name).numel();
+  int64_t previous_step = 0;
+  for (size_t i = 0; i < single.size(); ++i) {
+    SCOPED_TRACE(single[i].dump());
+    ASSERT_EQ(single[i]["step"], sharded[i]["step"]);
+    for (const char* field : {"loss", "grad_norm", "accuracy"}) {
+      if (!single[i].contains(field)) continue;
+      const double a = single[i][field].get<double>(), b = sharded[i][field].get<double>();
+      EXPECT_NEAR(a, b, kTolerance * std::max(1.0, std::fabs(a))) << field;
+    }
+    if (sharded[i]["type"] != "train") continue;
+    const auto steps = static_cast<double>(sharded[i]["step"].get<int64_t>() - previous_step);
+    previous_step = sharded[i]["step"].get<int64_t>();
+    // The arena holds the parameters padded to 16-element offsets: at least `total` floats a step.
+    EXPECT_GE(sharded[i]["all_reduce_mb"].get<double>(), steps * static_cast<double>(total) * 4e-6);
+  }
+  expect_same_parameters(dir_ / "single" / "checkpoint-last", dir_ / "sharded" / "checkpoint-last", kTolerance);
+}
+
+// A distributed-optimizer checkpoint holds every rank's moments (rank 0 gathers them): stopped at
+// step 6, it resumes both on two ranks with the distributed optimizer (each restoring its slice)
+// and in one process, and both end where the uninterrupted one-process run ends.
+TEST_F(DistributedTraining, ADistributedOptimizerCheckpointResumesOnTwoRanksAndInOneProcess) {
+  ASSERT_EQ(train("single", 0, 2), 0) << log("single");
+  ASSERT_EQ(train("stopped", 2, 1, "--distributed-optimizer --stop-after-steps 6"), 0) << log("stopped");
+  fs::copy(dir_ / "stopped", dir_ / "alone", fs::copy_options::recursive);
+  ASSERT_EQ(train("stopped", 2, 1, "--distributed-optimizer --resume auto"), 0) << log("stopped");
+  ASSERT_EQ(train("alone", 0, 2, "--resume auto"), 0) << log("alone");
+  expect_same_parameters(dir_ / "single" / "checkpoint-last", dir_ / "stopped" / "checkpoint-last", kTolerance);
+  expect_same_parameters(dir_ / "single" / "checkpoint-last", dir_ / "alone" / "checkpoint-last", kTolerance);
 }
 
 // SIGTERM to mpirun (which passes it to the ranks): the ranks agree to stop before the same step,

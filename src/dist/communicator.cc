@@ -109,6 +109,79 @@ void Communicator::all_reduce_max(uint8_t* values, int64_t count) const {
 #endif
 }
 
+#ifdef SCALEBERT_WITH_MPI
+namespace {
+
+// MPI's int counts and displacements of the blocks.
+struct Blocks {
+  std::vector<int> counts, displacements;
+};
+
+Blocks int_blocks(const std::vector<int64_t>& counts, int size) {
+  check(static_cast<int>(counts.size()) == size, "collective: ", counts.size(), " block sizes for ", size, " ranks");
+  Blocks blocks;
+  int64_t offset = 0;
+  for (int64_t count : counts) {
+    check(count >= 0 && count < (int64_t{1} << 31) && offset < (int64_t{1} << 31),
+          "collective: a block of ", count, " elements at ", offset, " is beyond MPI's int counts");
+    blocks.counts.push_back(static_cast<int>(count));
+    blocks.displacements.push_back(static_cast<int>(offset));
+    offset += count;
+  }
+  return blocks;
+}
+
+}  // namespace
+#endif
+
+void Communicator::reduce_scatter_sum(float* values, const std::vector<int64_t>& counts) const {
+  if (size_ == 1) return;
+#ifdef SCALEBERT_WITH_MPI
+  const Blocks blocks = int_blocks(counts, size_);
+  // One MPI_Reduce to each block's owner per piece of at most 1 Mi elements, in place at the owner:
+  // MPI_Reduce_scatter on the whole array made OpenMPI allocate temporaries of the array's size,
+  // more than sharding the optimizer saves (MiniLM, 2 ranks: +60 MB a rank).
+  constexpr int64_t kPiece = int64_t{1} << 20;
+  for (int owner = 0; owner < size_; ++owner) {
+    const auto o = static_cast<size_t>(owner);
+    for (int64_t begin = 0; begin < blocks.counts[o]; begin += kPiece) {
+      const int count = static_cast<int>(std::min<int64_t>(kPiece, blocks.counts[o] - begin));
+      float* piece = values + blocks.displacements[o] + begin;
+      check_mpi(MPI_Reduce(owner == rank_ ? MPI_IN_PLACE : piece, owner == rank_ ? piece : nullptr, count, MPI_FLOAT,
+                           MPI_SUM, owner, MPI_COMM_WORLD),
+                "reduce");
+    }
+  }
+#endif
+}
+
+void Communicator::all_gather(float* values, const std::vector<int64_t>& counts) const {
+  if (size_ == 1) return;
+#ifdef SCALEBERT_WITH_MPI
+  const Blocks blocks = int_blocks(counts, size_);
+  check_mpi(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, values, blocks.counts.data(),
+                           blocks.displacements.data(), MPI_FLOAT, MPI_COMM_WORLD),
+            "all-gather");
+#endif
+}
+
+void Communicator::gather(float* values, const std::vector<int64_t>& counts, int root) const {
+  if (size_ == 1) return;
+#ifdef SCALEBERT_WITH_MPI
+  const Blocks blocks = int_blocks(counts, size_);
+  const auto me = static_cast<size_t>(rank_);
+  if (rank_ == root) {
+    check_mpi(MPI_Gatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, values, blocks.counts.data(),
+                          blocks.displacements.data(), MPI_FLOAT, root, MPI_COMM_WORLD),
+              "gather");
+  } else {
+    check_mpi(MPI_Gatherv(values + blocks.displacements[me], blocks.counts[me], MPI_FLOAT, nullptr, nullptr, nullptr,
+                          MPI_FLOAT, root, MPI_COMM_WORLD),
+              "gather");
+  }
+#endif
+}
+
 bool Communicator::any(bool flag) const {
   if (size_ == 1) return flag;
 #ifdef SCALEBERT_WITH_MPI

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace scalebert::dist {
 
@@ -29,6 +30,16 @@ class Communicator {
   void all_reduce_sum(double* values, int64_t count) const;
   // In-place element-wise maximum over every rank (flags: 1 on any rank makes 1 everywhere).
   void all_reduce_max(uint8_t* values, int64_t count) const;
+  // Collectives over an array split into one block per rank, block r holding counts[r] elements
+  // (in rank order, back to back):
+  //  - reduce_scatter_sum: rank r's block becomes the sum over ranks of that block (the other
+  //    blocks are left as they were);
+  //  - all_gather: every rank's block, as its owner holds it, to every rank;
+  //  - gather: every rank's block, as its owner holds it, to `root` (the others are unchanged).
+  // Throws Error for a block of 2^31 elements or more (MPI counts are ints).
+  void reduce_scatter_sum(float* values, const std::vector<int64_t>& counts) const;
+  void all_gather(float* values, const std::vector<int64_t>& counts) const;
+  void gather(float* values, const std::vector<int64_t>& counts, int root) const;
   // Whether `flag` holds on any rank (a stop request seen by one rank stops all at the same step).
   bool any(bool flag) const;
   // Rank `root`'s bytes to every rank.

@@ -115,6 +115,12 @@ ClipResult clip_coefficient(const ParameterTable& table, const Tensor& grads, do
     // under 2^900 elements, kept so the function can never return a non-finite norm.
     throw NonFiniteError(str_cat("gradient clipping: global gradient norm is ", total_norm), "");
   }
+  return clip_coefficient_of_norm(total_norm, max_norm);
+}
+
+ClipResult clip_coefficient_of_norm(double total_norm, double max_norm) {
+  check(std::isfinite(max_norm) && max_norm > 0.0, "gradient clipping max_norm must be positive and finite, got ",
+        max_norm);
   const double coefficient = max_norm / (total_norm + 1e-6);
   return ClipResult{total_norm, std::min(coefficient, 1.0)};
 }

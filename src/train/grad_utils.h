@@ -90,6 +90,9 @@ ClipResult clip_grad_norm(const ParameterTable& table, Tensor grads, double max_
 // for callers that fold the coefficient into their next pass over the arena (Optimizer::step's
 // grad_scale) instead of a separate read-and-write pass.
 ClipResult clip_coefficient(const ParameterTable& table, const Tensor& grads, double max_norm);
+// The coefficient of a global norm known already (a distributed optimizer sums its shards' squares
+// over the ranks): min(1, max_norm / (total_norm + 1e-6)), as torch's clip_grad_norm_.
+ClipResult clip_coefficient_of_norm(double total_norm, double max_norm);
 
 // Multiplies every element of the arena by `factor` (one flat loop; padding stays zero).
 void scale_arena(Tensor arena, float factor);

@@ -1,8 +1,13 @@
 // AdamW and LAMB over flat arenas; the math and the choice of LAMB variant are in optimizer.h.
 #include "train/optimizer.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <unordered_map>
 
 #include "core/error.h"
@@ -17,6 +22,24 @@ constexpr const char* kExpAvgSuffix = ".exp_avg";
 constexpr const char* kExpAvgSqSuffix = ".exp_avg_sq";
 
 float* mutable_floats(const Tensor& arena) { return const_cast<float*>(arena.data<float>()); }
+
+// (elements) F32 zeros on freshly mapped pages: the kernel backs a page on its first write, and
+// madvise(MADV_DONTNEED) gives it back (it then reads as zero again).
+Tensor zero_page_arena(int64_t elements) {
+  const size_t bytes = std::max<size_t>(1, static_cast<size_t>(elements) * sizeof(float));
+  void* pages = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (pages == MAP_FAILED) throw std::bad_alloc();
+  std::shared_ptr<void> owner(pages, [bytes](void* p) { munmap(p, bytes); });
+  return Tensor::view(pages, {elements}, DType::kF32, std::move(owner));
+}
+
+// Returns the whole pages of [begin, end) elements of `arena` to the system.
+void release_pages(float* arena, int64_t begin, int64_t end) {
+  static const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto first = (reinterpret_cast<uintptr_t>(arena + begin) + page - 1) / page * page;
+  const auto last = reinterpret_cast<uintptr_t>(arena + end) / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
 
 void check_learning_rate(double learning_rate) {
   check(std::isfinite(learning_rate) && learning_rate >= 0.0, "learning rate must be finite and >= 0, got ",
@@ -65,8 +88,8 @@ Optimizer::Optimizer(const ParameterTable& table, const OptimizerOptions& option
         options.eps);
   check(std::isfinite(options.weight_decay) && options.weight_decay >= 0.0,
         "optimizer weight_decay must be finite and >= 0, got ", options.weight_decay);
-  exp_avg_ = table.make_arena();
-  exp_avg_sq_ = table.make_arena();
+  exp_avg_ = zero_page_arena(table.total_elements());
+  exp_avg_sq_ = zero_page_arena(table.total_elements());
 }
 
 void Optimizer::step(Tensor params, const Tensor& grads, double learning_rate, float grad_scale) {
@@ -74,6 +97,16 @@ void Optimizer::step(Tensor params, const Tensor& grads, double learning_rate, f
   const int64_t end = table_.total_elements();
   const std::vector<double> norm_sums = begin_step(params, grads, 0, end, grad_scale);
   finish_step(std::move(params), grads, learning_rate, norm_sums, 0, end);
+}
+
+void Optimizer::release_moments_outside(int64_t begin, int64_t end) {
+  const int64_t total = table_.total_elements();
+  check(0 <= begin && begin <= end && end <= total, "optimizer shard [", begin, ", ", end,
+        ") is not inside the parameter arena [0, ", total, ")");
+  for (float* arena : {exp_avg_data(), exp_avg_sq_data()}) {
+    release_pages(arena, 0, begin);
+    release_pages(arena, end, total);
+  }
 }
 
 void Optimizer::check_step_arguments(const Tensor& params, const Tensor& grads, int64_t begin, int64_t end) const {

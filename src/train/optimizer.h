@@ -113,6 +113,14 @@ class Optimizer {
   const Tensor& exp_avg() const { return exp_avg_; }
   const Tensor& exp_avg_sq() const { return exp_avg_sq_; }
 
+  // Distributed optimizer (one shard per rank): this rank updates elements [begin, end) only, so
+  // it returns the moment arenas' whole pages outside that range to the system; they read as
+  // zero until written again (a gather before a checkpoint, a restored state). The arenas are
+  // mapped zero pages (calloc-like), so pages never written never take memory.
+  void release_moments_outside(int64_t begin, int64_t end);
+  // The moment arenas, writable: for collectives that assemble them from the ranks' shards.
+  float* exp_avg_data() { return exp_avg_.data<float>(); }
+  float* exp_avg_sq_data() { return exp_avg_sq_.data<float>(); }
   // The state as named tensors (views into the live moment arenas: copy or save before the next
   // step) and scalars.
   OptimizerState get_state() const;

@@ -102,6 +102,9 @@ const std::vector<Field>& fields() {
       {{"overwrite_output_dir", kB, "start fresh even when output_dir holds a checkpoint"},
        &C::overwrite_output_dir},
       {{"tensorboard", kB, "write TensorBoard event files under output_dir/tensorboard"}, &C::tensorboard},
+      {{"distributed_optimizer", kB, "under mpirun: shard the optimizer state over the ranks (each updates its "
+                                     "slice of the parameters; the moments of the others take no memory)"},
+       &C::distributed_optimizer},
       {{"threads", kI, "compute threads (0: the default)"}, &C::threads},
       {{"store_roots", kL, "checkpoint store roots (folders on different disks): every checkpoint is also saved "
                            "there as a new version (empty: no store)"},

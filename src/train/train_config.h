@@ -82,6 +82,9 @@ struct TrainConfig {
   std::string resume;               // "", "auto", a checkpoint folder, "store" or "store:N" (see trainer.h)
   bool overwrite_output_dir = false;
   bool tensorboard = true;
+  // Under mpirun: each rank keeps and updates the optimizer state of one slice of the parameters
+  // (reduce-scatter the gradients, update the slice, all-gather the parameters).
+  bool distributed_optimizer = false;
   int64_t threads = 0;              // 0: keep the process default
   // Checkpoint store (docs/checkpoint_store.md): every checkpoint is also saved as a store version.
   std::vector<std::string> store_roots;  // empty: no store

@@ -239,6 +239,12 @@ struct Trainer::Impl {
   // (max_steps mode).
   int64_t total_micro_batches = -1;
   int64_t micro_batches_per_step() const { return accumulation * world.size(); }
+  // Distributed optimizer (config.distributed_optimizer under mpirun): rank r owns elements
+  // [shard_begin, shard_end) of the arenas; shard_counts holds every rank's element count.
+  bool sharded_optimizer = false;
+  std::vector<int64_t> shard_counts;
+  int64_t shard_begin = 0, shard_end = 0;
+  void plan_shards();
   TrainerState state;
 
   std::unique_ptr<store::CheckpointStore> checkpoint_store;  // null without store_roots
@@ -556,6 +562,29 @@ void Trainer::Impl::plan_steps() {
                                                      " from batch ", base_batch, " to ", global_batch, ")")
                                            : "",
                   ", ", config.schedule, " schedule, ", options.warmup_steps, " warmup steps"));
+}
+
+void Trainer::Impl::plan_shards() {
+  sharded_optimizer = config.distributed_optimizer && world.distributed();
+  const int64_t total = model->parameters.total_elements();
+  shard_begin = 0;
+  shard_end = total;
+  if (!sharded_optimizer) return;
+  // Equal slices, each a multiple of 16 elements (64 bytes) but the last.
+  const int64_t ranks = world.size();
+  const int64_t slice = ((total + ranks - 1) / ranks + 15) / 16 * 16;
+  shard_counts.clear();
+  for (int64_t r = 0; r < ranks; ++r) {
+    const int64_t begin = std::min(total, r * slice), end = std::min(total, (r + 1) * slice);
+    shard_counts.push_back(end - begin);
+    if (r == world.rank()) {
+      shard_begin = begin;
+      shard_end = end;
+    }
+  }
+  optimizer->release_moments_outside(shard_begin, shard_end);
+  message(str_cat("distributed optimizer: each of ", ranks, " ranks keeps the optimizer state of ", slice,
+                  " of ", total, " parameters"));
 }
 
 TrainerState Trainer::Impl::describe_run() const {
@@ -1009,6 +1038,11 @@ void Trainer::Impl::save(const std::string& name, bool with_optimizer) {
                      value->value),
              state.global_step);
   }
+  if (sharded_optimizer && with_optimizer) {
+    // Rank 0 assembles the ranks' slices of the moments for the checkpoint (by name, whole).
+    world.gather(optimizer->exp_avg_data(), shard_counts, 0);
+    world.gather(optimizer->exp_avg_sq_data(), shard_counts, 0);
+  }
   if (!world.primary()) return;  // the ranks' parameters are the same: rank 0 writes them
   CheckpointWriter writer(output_dir / name);
   write_model_folder(writer.path(), *model, labels, config.model);
@@ -1017,6 +1051,7 @@ void Trainer::Impl::save(const std::string& name, bool with_optimizer) {
   write_file_atomic(writer.path() / "train_config.json", config.to_json().dump(2) + "\n");
   writer.commit();
   if (checkpoint_store) save_to_store(name == "checkpoint-best" ? kStoreRoleBest : kStoreRoleLast, with_optimizer);
+  if (sharded_optimizer && with_optimizer) optimizer->release_moments_outside(shard_begin, shard_end);
 }
 
 void Trainer::Impl::diverged(const std::string& what, int64_t step) const {
@@ -1057,6 +1092,7 @@ TrainResult Trainer::Impl::run() {
           best_metric_name, "\" is not a metric of ", task_head_name(head), " (", Json(known).dump(), ")");
   }
   plan_steps();
+  plan_shards();
   state = describe_run();
 
   // Fresh run or resume.
@@ -1093,6 +1129,7 @@ TrainResult Trainer::Impl::run() {
       resume_from_store(*resume_version);
     }
     resumed_step = state.global_step;
+    if (sharded_optimizer) optimizer->release_moments_outside(shard_begin, shard_end);  // restored whole
   } else {
     if (checkpoint_exists(last_dir) && !config.overwrite_output_dir) {
       throw InvalidArgument(str_cat("output_dir ", output_dir.string(),
@@ -1199,7 +1236,12 @@ TrainResult Trainer::Impl::run() {
     }
     if (world.distributed()) {
       const auto reduce_start = Clock::now();
-      interval_reduced += reduce_gradients.run(gradients.data<float>());
+      if (sharded_optimizer) {
+        world.reduce_scatter_sum(gradients.data<float>(), shard_counts);  // this rank's slice summed
+        interval_reduced += gradients.numel();
+      } else {
+        interval_reduced += reduce_gradients.run(gradients.data<float>());
+      }
       world.all_reduce_sum(step_sums, 2);
       interval_communication += std::chrono::duration<double>(Clock::now() - reduce_start).count();
       if (world.any(!finite_losses)) diverged(str_cat("a micro-batch's loss is not finite (on some rank)"), step + 1);
@@ -1211,7 +1253,15 @@ TrainResult Trainer::Impl::run() {
     double grad_norm = 0.0;
     float grad_scale = 1.0f;
     try {
-      if (config.max_grad_norm > 0) {
+      if (sharded_optimizer) {
+        // Each rank holds the summed gradients of its slice only: the ranks add their squares.
+        double squares = sum_of_squares(model->parameters, gradients, shard_begin, shard_end);
+        world.all_reduce_sum(&squares, 1);
+        grad_norm = std::sqrt(squares);
+        if (config.max_grad_norm > 0 && std::isfinite(grad_norm)) {
+          grad_scale = static_cast<float>(clip_coefficient_of_norm(grad_norm, config.max_grad_norm).scale);
+        }
+      } else if (config.max_grad_norm > 0) {
         // Clipping's coefficient is applied inside the optimizer's pass (one pass less per step).
         const ClipResult clip = clip_coefficient(model->parameters, gradients, config.max_grad_norm);
         grad_norm = clip.total_norm;
@@ -1224,7 +1274,20 @@ TrainResult Trainer::Impl::run() {
       diverged(str_cat("the gradients are not finite (loss ", step_loss, ")"), step + 1);
     }
     const double learning_rate = schedule->learning_rate(step);
-    optimizer->step(model->parameters.values(), gradients, learning_rate, grad_scale);
+    if (sharded_optimizer) {
+      // Update this rank's slice (LAMB's per-tensor norms summed over the slices), then every rank
+      // takes every slice's new parameters.
+      std::vector<double> norm_sums =
+          optimizer->begin_step(model->parameters.values(), gradients, shard_begin, shard_end, grad_scale);
+      world.all_reduce_sum(norm_sums.data(), static_cast<int64_t>(norm_sums.size()));
+      optimizer->finish_step(model->parameters.values(), gradients, learning_rate, norm_sums, shard_begin, shard_end);
+      const auto gather_start = Clock::now();
+      Tensor values = model->parameters.values();
+      world.all_gather(values.data<float>(), shard_counts);
+      interval_communication += std::chrono::duration<double>(Clock::now() - gather_start).count();
+    } else {
+      optimizer->step(model->parameters.values(), gradients, learning_rate, grad_scale);
+    }
     state.global_step = step + 1;
     state.tokens_seen += step_tokens;
     tokens_this_run += step_tokens;
