@@ -254,10 +254,11 @@ struct Trainer::Impl {
   std::unique_ptr<TensorBoardWriter> tensorboard;
   std::atomic<bool> stop{false};
 
-  // Data parallelism (under mpirun): every rank holds the whole model and optimizer state and runs
-  // the same global stream of micro-batches, taking every world-th one; the gradients are summed
-  // over the ranks before each optimizer step, so every rank applies the same update. Rank 0
-  // alone writes logs and checkpoints and prints messages.
+  // Data parallelism (under mpirun): every rank holds the whole model and the optimizer state (with
+  // the distributed optimizer, its slice of it) and runs the same global stream of micro-batches,
+  // taking every world-th one; the gradients are summed over the ranks before each optimizer step,
+  // so every rank ends the step with the same parameters. Rank 0 alone writes logs and checkpoints
+  // and prints messages.
   const dist::Communicator& world;
 
   Impl(const TrainConfig& c, TrainerCallbacks& cb)
