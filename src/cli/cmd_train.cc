@@ -196,6 +196,7 @@ int run_train_command(const std::vector<std::string>& args) {
 
   if (parser.given("eval-only")) {
     const train::EvalResult evaluation = train::Trainer::evaluate_model(config, callbacks);
+    if (!primary) return 0;  // under mpirun every rank scored the same model: rank 0 answers
     nlohmann::json line = {{"type", "eval"}, {"model", config.model}, {"examples", evaluation.examples}};
     for (const auto& [name, value] : evaluation.metrics) line[name] = value;
     std::printf("%s\n", line.dump().c_str());
