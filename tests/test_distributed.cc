@@ -9,7 +9,8 @@
 //  - a checkpoint of two ranks resumes in one process and ends where the one-process run ends;
 //  - the distributed optimizer (sharded state) takes the same steps, with AdamW and LAMB, and its
 //    checkpoints resume on two ranks and in one process;
-//  - SIGTERM to mpirun stops every rank at the same step, rank 0 saves, one process resumes.
+//  - SIGTERM to mpirun stops every rank at the same step, rank 0 saves, one process resumes;
+//  - an error on one rank ends the whole job (MPI_Abort) instead of a hang.
 // Skips, saying why, where mpirun or the fixtures are absent or the build has no MPI.
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -23,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -54,6 +56,46 @@ bool mpirun_available() { return run_command("command -v mpirun > /dev/null 2>&1
 std::string mpirun_prefix(int ranks) {
   return "mpirun --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism none -np " +
          std::to_string(ranks) + " ";
+}
+
+// `command` through /bin/sh in the background, in a process group of its own, so that a job that
+// hangs can be killed whole.
+pid_t launch(const std::string& command) {
+  const pid_t child = fork();
+  if (child == 0) {
+    setpgid(0, 0);
+    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    std::_Exit(127);
+  }
+  return child;
+}
+
+// Waits until `path` holds `count` complete lines or `seconds` pass; returns the lines counted.
+size_t wait_for_lines(const fs::path& path, size_t count, int seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  size_t lines = 0;
+  while (lines < count && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (!fs::exists(path)) continue;
+    std::ifstream in(path);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    lines = static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
+  }
+  return lines;
+}
+
+// The wait status of `pid` once it exits within `seconds`; otherwise kills its process group and
+// returns nothing.
+std::optional<int> wait_for_exit(pid_t pid, int seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  int status = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (waitpid(pid, &status, WNOHANG) == pid) return status;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(-pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  return std::nullopt;
 }
 
 std::vector<Json> read_lines(const fs::path& path) {
@@ -242,35 +284,14 @@ TEST_F(DistributedTraining, SigtermToMpirunStopsEveryRankAtOneStepAndRankZeroSav
       output.string();
   const std::string command =
       "exec " + mpirun_prefix(2) + binary().string() + arguments + " --max-steps 1000000 > " + (dir_ / "stopped.log").string() + " 2>&1";
-  const pid_t launcher = fork();
+  const pid_t launcher = launch(command);
   ASSERT_GE(launcher, 0);
-  if (launcher == 0) {
-    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
-    std::_Exit(127);
-  }
   // Three steps logged (complete lines only), then SIGTERM.
   const fs::path metrics = output / "metrics.jsonl";
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  size_t logged = 0;
-  while (logged < 3 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    if (!fs::exists(metrics)) continue;
-    std::ifstream in(metrics);
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    logged = static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
-  }
+  const size_t logged = wait_for_lines(metrics, 3, 60);
   kill(launcher, SIGTERM);
-  int status = 0;
-  pid_t waited = 0;
-  const auto exit_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while ((waited = waitpid(launcher, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() < exit_deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  if (waited == 0) {
-    kill(launcher, SIGKILL);
-    waitpid(launcher, &status, 0);
-    FAIL() << "mpirun did not exit within 60 s of SIGTERM\n" << log("stopped");
-  }
+  ASSERT_TRUE(wait_for_exit(launcher, 60).has_value()) << "mpirun did not exit within 60 s of SIGTERM\n"
+                                                       << log("stopped");
   ASSERT_GE(logged, 3u) << log("stopped");
   EXPECT_NE(log("stopped").find("interrupted; resume with --resume auto"), std::string::npos) << log("stopped");
 
@@ -292,6 +313,36 @@ TEST_F(DistributedTraining, SigtermToMpirunStopsEveryRankAtOneStepAndRankZeroSav
                                 " (resumed at " + std::to_string(last_logged) + ")"),
             std::string::npos)
       << log("resumed");
+}
+
+// An error on one rank ends the job instead of leaving the others in a collective forever: rank 0
+// alone writes the checkpoint store, whose only root the test turns into a file once training
+// has started, so rank 0 fails at its first store save while rank 1 goes on to the next step
+// (without MPI_Abort the job hung: checked).
+TEST_F(DistributedTraining, AnErrorOnOneRankEndsTheJob) {
+  const fs::path root = dir_ / "store";
+  fs::create_directories(root);
+  const std::string command =
+      "exec " + mpirun_prefix(2) + binary().string() + " train --quiet --model " + fixture_path("tiny-bert-cls").string() +
+      " --task classification --labels Bearish,Bullish,Neutral --text-column text --label-column sentiment" +
+      " --train-file " + (dir_ / "train.csv").string() +
+      " --max-length 40 --batch-size 4 --max-steps 1000000 --save-steps 200 --threads 1 --output-dir " +
+      (dir_ / "failing").string() + " --store-roots " + root.string() + " --store-replicas 1 > " +
+      (dir_ / "failing.log").string() + " 2>&1";
+  const pid_t launcher = launch(command);
+  ASSERT_GE(launcher, 0);
+  // metrics.jsonl appears when training starts, 200 steps before the first save.
+  const auto started = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!fs::exists(dir_ / "failing" / "metrics.jsonl") && std::chrono::steady_clock::now() < started) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  fs::remove_all(root);
+  std::ofstream(root) << "not a folder\n";
+  const std::optional<int> status = wait_for_exit(launcher, 60);
+  ASSERT_TRUE(status.has_value()) << "the job hung after rank 0 failed\n" << log("failing");
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) != 0) << log("failing");
+  EXPECT_NE(log("failing").find("cannot save the last checkpoint to checkpoint store"), std::string::npos)
+      << log("failing");
 }
 
 TEST(Communicator, AloneIsAWorldOfOneWhoseCollectivesReturnTheirInput) {

@@ -12,6 +12,7 @@
 #include "cli/cmd_train.h"
 #include "cli/common.h"
 #include "core/threads.h"
+#include "dist/communicator.h"
 
 namespace {
 
@@ -80,21 +81,28 @@ int main(int argc, char** argv) {
     print_usage(stderr);
     return 2;
   }
+  // An error on one rank of a distributed run ends the whole job: the other ranks would otherwise
+  // wait in their next collective forever.
+  const auto failed = [](int code) {
+    std::fflush(stderr);
+    scalebert::dist::abort_job_if_distributed(code);
+    return code;
+  };
   try {
     return command->run(std::span<char* const>(argv + 2, static_cast<size_t>(argc - 2)));
   } catch (const scalebert::cli::UsageError& error) {
     std::fprintf(stderr, "scalebert: error: %s\n", error.what());
-    return 2;
+    return failed(2);
   } catch (const scalebert::Error& error) {
     std::fprintf(stderr, "scalebert: error: %s\n", error.what());
-    return 1;
+    return failed(1);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "scalebert: error: out of memory (try a smaller --batch-size)\n");
-    return 1;
+    return failed(1);
   } catch (const std::exception& error) {
     // Not a ScaleBERT error: a defect or a library's exception that was not translated. Still a
     // message and an exit code, never an abort.
     std::fprintf(stderr, "scalebert: error: unexpected failure: %s\n", error.what());
-    return 1;
+    return failed(1);
   }
 }

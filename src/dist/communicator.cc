@@ -56,6 +56,20 @@ bool mpi_available() {
 #endif
 }
 
+void abort_job_if_distributed(int code) {
+#ifdef SCALEBERT_WITH_MPI
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return;
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+#else
+  (void)code;
+#endif
+}
+
 Communicator& Communicator::world() {
   static Communicator world;
   return world;

@@ -60,4 +60,9 @@ class Communicator {
 // Whether this build can run distributed (it was built with MPI).
 bool mpi_available();
 
+// For a process about to exit with an error: when it is one of several MPI ranks, ends every rank
+// of the job (MPI_Abort with `code`) instead of letting the others wait forever in their next
+// collective (MPI_Finalize would wait for them too). Otherwise returns and changes nothing.
+void abort_job_if_distributed(int code);
+
 }  // namespace scalebert::dist
