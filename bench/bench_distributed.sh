@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Data-parallel training on this machine: the same fine-tune (the main job's MiniLM tweets config,
-# global batch 32, a fixed number of steps) as one process with all threads and as `mpirun -np R`
-# ranks with threads / R each, in one run, alternating, and the ratio of their tokens/s with the
-# ranks' all-reduce share (metrics.jsonl: tokens_per_second, all_reduce_seconds, all_reduce_mb).
+# global batch 32, a fixed number of steps) as one process with all threads, as `mpirun -np R`
+# ranks with threads / R each, and as those ranks with the distributed optimizer, in one run,
+# alternating: tokens/s, the ranks' time and bytes in the gradient sums (metrics.jsonl) and every
+# process's peak resident memory (/usr/bin/time), then the median ratios to one process.
 #
 # Usage: bench/bench_distributed.sh [--ranks 2] [--threads 2] [--steps 12] [--runs 2] [--binary PATH]
 set -euo pipefail
@@ -48,24 +49,36 @@ common=(train --config "$ROOT/examples/finetune_tweets_sample.json" --model "$MO
         --max-steps "$STEPS" --logging-steps "$STEPS" --quiet --overwrite-output-dir)
 cd "$ROOT"
 echo "# $(date '+%F %T'), load $(cut -d' ' -f1-3 /proc/loadavg): $STEPS steps of global batch $BATCH, MiniLM tweets"
-printf "%-28s %10s %9s %14s %12s\n" "run" "tokens/s" "seconds" "all-reduce s" "all-reduce MB"
+# Peak resident memory of each process of a run, MB, comma-separated (rank order not kept).
+peaks() { grep -o 'maxrss [0-9]*' "$1" | awk '{printf "%s%.0f", (NR > 1 ? "," : ""), $2 / 1024}'; }
+
+printf "%-34s %10s %9s %14s %14s %s\n" "run" "tokens/s" "seconds" "all-reduce s" "all-reduce MB" "peak RSS MB"
 alone=()
 ranked=()
+sharded=()
 for run in $(seq "$RUNS"); do
-  "$BINARY" "${common[@]}" --threads "$THREADS" --batch-size "$BATCH" --output-dir "$WORK/alone" > /dev/null
+  /usr/bin/time -f "maxrss %M" "$BINARY" "${common[@]}" --threads "$THREADS" --batch-size "$BATCH" \
+    --output-dir "$WORK/alone" > /dev/null 2> "$WORK/time.log"
   read -r tps seconds reduce mb < <(last_train "$WORK/alone/metrics.jsonl")
-  printf "%-28s %10s %9s %14s %12s\n" "1 process x $THREADS threads" "$tps" "$seconds" "-" "-"
+  printf "%-34s %10s %9s %14s %14s %s\n" "1 process x $THREADS threads" "$tps" "$seconds" "-" "-" "$(peaks "$WORK/time.log")"
   alone+=("$tps")
-  mpirun --allow-run-as-root --oversubscribe --bind-to core -np "$RANKS" "$BINARY" "${common[@]}" \
-    --threads $((THREADS / RANKS)) --batch-size $((BATCH / RANKS)) --output-dir "$WORK/ranks" > /dev/null
-  read -r tps seconds reduce mb < <(last_train "$WORK/ranks/metrics.jsonl")
-  printf "%-28s %10s %9s %14s %12s\n" "$RANKS ranks x $((THREADS / RANKS)) threads" "$tps" "$seconds" "$reduce" "$mb"
-  ranked+=("$tps")
+  for mode in plain sharded; do
+    extra=()
+    label="$RANKS ranks x $((THREADS / RANKS)) threads"
+    if [ "$mode" = sharded ]; then extra=(--distributed-optimizer); label="$label, dist. optimizer"; fi
+    mpirun --allow-run-as-root --oversubscribe --bind-to core -np "$RANKS" /usr/bin/time -f "maxrss %M" "$BINARY" \
+      "${common[@]}" --threads $((THREADS / RANKS)) --batch-size $((BATCH / RANKS)) "${extra[@]}" \
+      --output-dir "$WORK/ranks" > /dev/null 2> "$WORK/time.log"
+    read -r tps seconds reduce mb < <(last_train "$WORK/ranks/metrics.jsonl")
+    printf "%-34s %10s %9s %14s %14s %s\n" "$label" "$tps" "$seconds" "$reduce" "$mb" "$(peaks "$WORK/time.log")"
+    if [ "$mode" = sharded ]; then sharded+=("$tps"); else ranked+=("$tps"); fi
+  done
 done
-"$ROOT/.venv/bin/python" - "${alone[*]}" "${ranked[*]}" <<'PY'
+"$ROOT/.venv/bin/python" - "${alone[*]}" "${ranked[*]}" "${sharded[*]}" <<'PY'
 import statistics, sys
-alone = [float(x) for x in sys.argv[1].split()]
-ranked = [float(x) for x in sys.argv[2].split()]
-print(f"# median tokens/s: alone {statistics.median(alone):.0f}, ranks {statistics.median(ranked):.0f}: "
-      f"{statistics.median(ranked) / statistics.median(alone):.2f}x")
+alone, ranked, sharded = ([float(x) for x in arg.split()] for arg in sys.argv[1:4])
+base = statistics.median(alone)
+print(f"# median tokens/s: alone {base:.0f}, ranks {statistics.median(ranked):.0f} "
+      f"({statistics.median(ranked) / base:.2f}x), ranks with the distributed optimizer "
+      f"{statistics.median(sharded):.0f} ({statistics.median(sharded) / base:.2f}x)")
 PY
