@@ -10,7 +10,8 @@
 //  - the distributed optimizer (sharded state) takes the same steps, with AdamW and LAMB, and its
 //    checkpoints resume on two ranks and in one process;
 //  - SIGTERM to mpirun stops every rank at the same step, rank 0 saves, one process resumes;
-//  - an error on one rank ends the whole job (MPI_Abort) instead of a hang.
+//  - an error on one rank ends the whole job (MPI_Abort) instead of a hang; ranks started with
+//    different settings stop before the first step.
 // Skips, saying why, where mpirun or the fixtures are absent or the build has no MPI.
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -343,6 +344,31 @@ TEST_F(DistributedTraining, AnErrorOnOneRankEndsTheJob) {
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) != 0) << log("failing");
   EXPECT_NE(log("failing").find("cannot save the last checkpoint to checkpoint store"), std::string::npos)
       << log("failing");
+}
+
+// Ranks started with different settings (mpirun's "A : B" form, here another seed) stop before
+// the first step with one message naming what differs, instead of training apart; the kernel
+// thread count may differ (hosts differ in cores).
+TEST_F(DistributedTraining, RanksThatDisagreeStopBeforeTheFirstStep) {
+  const std::string rank = binary().string() + " train --quiet --model " + fixture_path("tiny-bert-cls").string() +
+                           " --task classification --labels Bearish,Bullish,Neutral --text-column text" +
+                           " --label-column sentiment --train-file " + (dir_ / "train.csv").string() +
+                           " --max-length 40 --batch-size 4 --max-steps 4 --output-dir " + (dir_ / "apart").string();
+  const auto run_job = [&](const std::string& first, const std::string& second, const std::string& log_name) {
+    const pid_t launcher =
+        launch("exec " + mpirun_prefix(1) + rank + " " + first + " : -np 1 " + rank + " " + second + " > " +
+               (dir_ / (log_name + ".log")).string() + " 2>&1");
+    return wait_for_exit(launcher, 60);
+  };
+  const std::optional<int> apart = run_job("--threads 1 --seed 1", "--threads 1 --seed 2", "apart");
+  ASSERT_TRUE(apart.has_value()) << "the job hung\n" << log("apart");
+  EXPECT_TRUE(WIFEXITED(*apart) && WEXITSTATUS(*apart) != 0) << log("apart");
+  EXPECT_NE(log("apart").find("the 2 ranks do not agree on the configuration"), std::string::npos) << log("apart");
+  EXPECT_FALSE(fs::exists(dir_ / "apart" / "metrics.jsonl")) << "a step was logged";
+
+  const std::optional<int> threads = run_job("--threads 1 --seed 1", "--threads 2 --seed 1", "threads");
+  ASSERT_TRUE(threads.has_value()) << log("threads");
+  EXPECT_TRUE(WIFEXITED(*threads) && WEXITSTATUS(*threads) == 0) << log("threads");
 }
 
 TEST(Communicator, AloneIsAWorldOfOneWhoseCollectivesReturnTheirInput) {

@@ -20,6 +20,7 @@
 #include "dist/communicator.h"
 #include "dist/gradient_all_reduce.h"
 #include "io/file_util.h"
+#include "io/store/checksum.h"
 #include "io/store/store.h"
 #include "kernels/cpu/loss.h"
 #include "model/inference_session.h"
@@ -245,6 +246,10 @@ struct Trainer::Impl {
   std::vector<int64_t> shard_counts;
   int64_t shard_begin = 0, shard_end = 0;
   void plan_shards();
+  // Under mpirun, before the run starts: throws InvalidArgument on every rank unless all ranks run
+  // the same configuration (threads aside), read the same training examples, hold the same
+  // initial parameters and take the same start (`start`: fresh, or what they resume from).
+  void check_ranks_agree(const std::string& start) const;
   TrainerState state;
 
   std::unique_ptr<store::CheckpointStore> checkpoint_store;  // null without store_roots
@@ -586,6 +591,47 @@ void Trainer::Impl::plan_shards() {
   optimizer->release_moments_outside(shard_begin, shard_end);
   message(str_cat("distributed optimizer: each of ", ranks, " ranks keeps the optimizer state of ", slice,
                   " of ", total, " parameters"));
+}
+
+void Trainer::Impl::check_ranks_agree(const std::string& start) const {
+  if (!world.distributed()) return;
+  // One XXH64 per part; rank 0's go to everyone; each rank flags what differs; the flags are
+  // combined so that every rank reports the same parts (whichever rank's abort ends the job).
+  Json settings = config.to_json();
+  settings.erase("threads");  // hosts may differ in cores
+  const std::string text = settings.dump();
+  store::Xxh64 data;
+  for (const Example& example : train_examples) {
+    for (const std::vector<int32_t>* ids : {&example.input_ids, &example.type_ids, &example.token_labels}) {
+      const uint64_t size = ids->size();
+      data.update(&size, sizeof size);
+      data.update(ids->data(), ids->size() * sizeof(int32_t));
+    }
+    const int32_t scalars[3] = {example.label, example.start, example.end};
+    data.update(scalars, sizeof scalars);
+  }
+  const Tensor values = model->parameters.values();
+  constexpr int kParts = 4;
+  uint64_t mine[kParts] = {store::xxh64(text.data(), text.size()), data.digest(),
+                           store::xxh64(values.data<float>(), static_cast<size_t>(values.nbytes())),
+                           store::xxh64(start.data(), start.size())};
+  uint64_t first[kParts];
+  std::copy(mine, mine + kParts, first);
+  world.broadcast(first, sizeof first, 0);
+  uint8_t differs[kParts];
+  for (int part = 0; part < kParts; ++part) differs[part] = mine[part] != first[part] ? 1 : 0;
+  world.all_reduce_max(differs, kParts);
+  std::string parts;
+  const char* names[kParts] = {"the configuration (flags and config file, threads aside)",
+                               "the training examples (train_file and tokenizer)",
+                               "the initial parameters (model folder, head seed)",
+                               "where to start (a fresh run, or the checkpoint to resume: each rank looks in "
+                               "its own output_dir and store)"};
+  for (int part = 0; part < kParts; ++part) {
+    if (differs[part]) parts += (parts.empty() ? "" : "; ") + std::string(names[part]);
+  }
+  check(parts.empty(), "the ", world.size(), " ranks do not agree on ", parts,
+        ": every rank must run the same command on the same files");
 }
 
 TrainerState Trainer::Impl::describe_run() const {
@@ -1122,6 +1168,8 @@ TrainResult Trainer::Impl::run() {
   } else if (!config.resume.empty()) {
     resume_dir = fs::path(config.resume);
   }
+  check_ranks_agree(resume_dir ? "folder " + resume_dir->string()
+                               : resume_version ? str_cat("store version ", *resume_version) : "fresh");
   int64_t resumed_step = -1;
   if (resume_dir || resume_version) {
     if (resume_dir) {
