@@ -43,15 +43,17 @@ struct Bf16Scratch {
   int64_t ldl, hw, lw, hw2;
   float* tr;
   uint32_t *rows, *pairs_t, *a, *p, *pairs;
+  int64_t floats;  // the buffers' size, 16-float aligned each
 };
 
+// The buffers inside `slot` (after the f32 path's), or, with slot null, only their sizes.
 Bf16Scratch bf16_scratch(float* slot, int64_t ldl, int64_t HS) {
   Bf16Scratch b{ldl, round_up((HS + 1) / 2, kPad), round_up(ldl / 2, kPad), round_up(HS, kPad), nullptr, nullptr,
-                nullptr, nullptr, nullptr, nullptr};
-  float* next = slot + f32_floats(ldl, HS);
-  auto take = [&next](int64_t floats) {
-    float* region = next;
-    next += round_up(floats, kPad);
+                nullptr, nullptr, nullptr, nullptr, 0};
+  const int64_t start = f32_floats(ldl, HS);
+  auto take = [&](int64_t floats) {
+    float* region = slot == nullptr ? nullptr : slot + start + b.floats;
+    b.floats += round_up(floats, kPad);
     return region;
   };
   b.tr = take(ldl * ldl);
@@ -63,15 +65,9 @@ Bf16Scratch bf16_scratch(float* slot, int64_t ldl, int64_t HS) {
   return b;
 }
 
-int64_t bf16_extra_floats(int64_t ldl, int64_t HS) {
-  const int64_t hw = round_up((HS + 1) / 2, kPad), lw = round_up(ldl / 2, kPad), hw2 = round_up(HS, kPad);
-  return round_up(ldl * ldl, kPad) + 2 * round_up(ldl * hw, kPad) + round_up(hw * ldl, kPad) +
-         round_up(ldl * lw, kPad) + round_up(ldl / 2 * hw2, kPad);
-}
-
 int64_t per_thread_floats(int64_t max_len, int64_t HS) {
   const int64_t ldl = round_up(std::max<int64_t>(max_len, 1), kPad);
-  return f32_floats(ldl, HS) + bf16_extra_floats(ldl, HS);
+  return f32_floats(ldl, HS) + bf16_scratch(nullptr, ldl, HS).floats;
 }
 
 // Where a thread's slot keeps the pair's keep bits (8-byte aligned: the slot and ldl are multiples of 16).
