@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 apt_packages=(build-essential cmake pkg-config libdnnl-dev nlohmann-json3-dev libgtest-dev
               libbenchmark-dev openmpi-bin libopenmpi-dev python3 python3-venv python3-pip
               python3-torch python3-numpy protobuf-compiler libprotobuf-dev
-              libcpp-httplib-dev libgrpc++-dev protobuf-compiler-grpc)
+              libcpp-httplib-dev libgrpc++-dev protobuf-compiler-grpc
+              time)  # /usr/bin/time: peak memory in bench/bench_distributed.sh
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
